@@ -1,0 +1,211 @@
+"""``kubenet``: the kubectl-shaped command line. Every failure is one line and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+from . import doctor, sandbox, state
+from .errors import BadRequest, KubenetError, NotFound
+from .printers import human_duration, render
+
+__all__ = ["main"]
+
+
+def _record(args: argparse.Namespace) -> state.LabRecord:
+    doctor.require_tier()
+    return state.read_record(args.lab)
+
+
+def _read_manifest(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "STDIN"
+    try:
+        with open(path) as f:
+            return f.read(), path
+    except OSError:
+        raise BadRequest(f'error: the path "{path}" does not exist') from None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = doctor.check()
+    print(report)
+    if not report.ok:
+        print(f"kubenet cannot build a lab here: {report.reason or 'install the missing tools'}",
+              file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    record, _ = sandbox.start(args.lab, owned=False, nodes=args.nodes, seed=args.seed)
+    try:
+        lines = sandbox.call(record, "up", scenario=args.scenario)
+    except BaseException:
+        sandbox.stop(record)
+        raise
+    for line in lines:
+        print(line)
+    print(f'lab "{args.lab}" is up ({record.tier} tier, scenario {args.scenario}, '
+          f"{time.monotonic() - start:.2f}s); end it with: kubenet down"
+          + ("" if args.lab == state.DEFAULT_LAB else f" --lab {args.lab}"), file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        record = state.read_record(args.lab)
+    except NotFound:
+        print(f'lab "{args.lab}" is not running', file=sys.stderr)
+        return 0  # idempotent
+    sandbox.stop(record)
+    print(f'lab "{args.lab}" deleted')
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    records = state.all_records()
+    if not records:
+        print("No labs running.")
+        return 0
+    rows = [["NAME", "TIER", "AGE", "OWNER"]]
+    rows += [[r.name, r.tier, human_duration(time.time() - r.created),
+              f"pid {r.owner_pid}" if r.owner_pid else "kubenet up"] for r in records]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    text, source = _read_manifest(args.filename)
+    for line in sandbox.call(_record(args), "apply", text=text, source=source):
+        print(line)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    record = _record(args)
+    if args.filename:
+        text, source = _read_manifest(args.filename)
+        lines = sandbox.call(record, "delete", text=text, source=source)
+    else:
+        if not args.kind or not args.names:
+            raise BadRequest("error: you must specify a resource and a name, or -f FILE")
+        kind = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
+                "deployments.apps": "deployment"}.get(args.kind, args.kind)
+        lines = []
+        for name in args.names:
+            lines += sandbox.call(record, "delete", kind=kind, name=name,
+                                  namespace=args.namespace)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    snapshot = sandbox.call(_record(args), "snapshot")
+    print(render(snapshot, args.resource, args.output or "", args.name or "", args.namespace,
+                 args.all_namespaces))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    text = sandbox.call(_record(args), "logs", name=args.pod, namespace=args.namespace,
+                        container=args.container, previous=args.previous)
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv: list[str] = args.command
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise BadRequest("error: you must specify at least one command for the container")
+    sys.stdout.flush()
+    reply = sandbox.call(_record(args), "exec", fds=[0, 1, 2], target=args.target, argv=argv,
+                         namespace=args.namespace)
+    return int(reply["returncode"])
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    if args.kind not in ("deployment", "deploy", "deployments"):
+        raise BadRequest(f'error: the server doesn\'t have a resource type "{args.kind}"')
+    print(sandbox.call(_record(args), "scale", name=args.name, replicas=args.replicas))
+    return 0
+
+
+def cmd_transcript(args: argparse.Namespace) -> int:
+    print("\n".join(sandbox.call(_record(args), "transcript")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lab", default=os.environ.get("KUBENET_LAB", state.DEFAULT_LAB),
+                        help="which lab (default: $KUBENET_LAB or 'kubenet')")
+    ns = argparse.ArgumentParser(add_help=False)
+    ns.add_argument("-n", "--namespace", default="default")
+
+    parser = argparse.ArgumentParser(
+        prog="kubenet", parents=[common],
+        description="Kubernetes Services, built for real in network namespaces.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Any, help_: str, *parents: argparse.ArgumentParser):
+        p = sub.add_parser(name, help=help_, parents=[common, *parents])
+        p.set_defaults(func=func)
+        return p
+
+    add("doctor", cmd_doctor, "tier, tools and kernel features; exit 0 iff a lab can run")
+    p = add("up", cmd_up, "start a lab (the article's cluster by default)")
+    p.add_argument("--scenario", default="article", choices=["article", "empty"])
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    add("down", cmd_down, "end a lab: every namespace and process of it")
+    add("list", cmd_list, "the labs running for this user")
+    p = add("apply", cmd_apply, "create or update objects from a manifest", ns)
+    p.add_argument("-f", "--filename", required=True, help="a YAML file, or - for stdin")
+    p = add("delete", cmd_delete, "delete pods or deployments", ns)
+    p.add_argument("kind", nargs="?")
+    p.add_argument("names", nargs="*")
+    p.add_argument("-f", "--filename")
+    p = add("get", cmd_get, "list objects, like kubectl get", ns)
+    p.add_argument("resource", help="pods | deployments | nodes")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-o", "--output", help="wide | json | yaml | name")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p = add("logs", cmd_logs, "a pod's output", ns)
+    p.add_argument("pod")
+    p.add_argument("-c", "--container")
+    p.add_argument("-p", "--previous", action="store_true")
+    p = add("exec", cmd_exec, "run a command in a running pod, a node or the gateway", ns)
+    p.add_argument("target")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = add("scale", cmd_scale, "set a deployment's replica count")
+    p.add_argument("kind")
+    p.add_argument("name")
+    p.add_argument("--replicas", type=int, required=True)
+    add("transcript", cmd_transcript, "the ip/sysctl commands that built the lab")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KubenetError as err:
+        print(str(err).splitlines()[0] if str(err) else "error", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,537 @@
+"""The lab's control plane and kubelets, living in the agent inside the sandbox.
+
+It keeps the objects (Pods, Deployments), schedules pods onto nodes, allocates their
+addresses, runs their containers, and keeps each Deployment at its replica count. Every
+change happens under one lock; waiters use the condition ``changed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .draws import Draws
+from .errors import AlreadyExists, BadRequest, InvalidManifest, NotFound
+from .ipam import HostLocal
+from .manifests import Container, Manifest, PodSpec, parse_manifests
+from .naming import template_hash
+from .net import Net, veth_name
+from .runtime import (POD_PATH, PodSandbox, listening_tcp_ports, start_container,
+                      stop_process_group)
+from .topology import NodeSpec, PodPlumbing, Topology
+
+__all__ = ["Cluster"]
+
+CLUSTER_DNS = "10.3.240.10"
+BACKOFF_START, BACKOFF_MAX = 1.0, 20.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ContainerState:
+    spec: Container
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"
+    exit_code: int | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    generation: int = 0
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    spec: PodSpec
+    raw_spec: dict[str, Any]
+    node: NodeSpec
+    ip: str
+    owner: tuple[str, str] | None = None  # (kind, name) of the controller
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
+    created_at: str = field(default_factory=_now)
+    start_time: str = ""
+    containers: list[ContainerState] = field(default_factory=list)
+    sandbox: PodSandbox | None = None
+    deleting: bool = False
+    ready: bool = False
+    ready_since: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def netns(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    @property
+    def phase(self) -> str:
+        states = [c.state for c in self.containers]
+        if self.sandbox is None or "waiting" in states and not any(c.restarts for c in
+                                                                     self.containers):
+            return "Pending"
+        if "running" in states:
+            return "Running"
+        if all(s == "terminated" for s in states):
+            codes = [c.exit_code for c in self.containers]
+            policy = self.spec.restart_policy
+            if policy == "Never" or (policy == "OnFailure" and all(c == 0 for c in codes)):
+                return "Succeeded" if all(c == 0 for c in codes) else "Failed"
+        return "Running"
+
+    @property
+    def status_reason(self) -> str:
+        """The STATUS column of ``kubectl get pods``."""
+        if self.deleting:
+            return "Terminating"
+        for c in self.containers:
+            if c.state == "waiting":
+                return c.reason
+        for c in self.containers:
+            if c.state == "terminated" and self.phase != "Running":
+                return "Completed" if c.exit_code == 0 else "Error"
+        return self.phase
+
+
+@dataclass
+class Deployment:
+    manifest: Manifest
+    hash: str
+    created: float = field(default_factory=time.time)
+    created_at: str = field(default_factory=_now)
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def namespace(self) -> str:
+        return self.manifest.namespace
+
+    @property
+    def replicaset(self) -> str:
+        return f"{self.name}-{self.hash}"
+
+
+class Cluster:
+    """Objects, scheduler, IPAM, kubelets and the Deployment controller of one lab."""
+
+    def __init__(self, topology: Topology, draws: Draws, workroot: Path, net: Net) -> None:
+        self.topology = topology
+        self.draws = draws
+        self.system_draws = Draws(seed=1)  # kube-system never consumes the article's draws
+        self.workroot = workroot
+        self.net = net
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.nodes = {n.name: n for n in topology.nodes}
+        self.ipam = {n.name: HostLocal(n.pod_cidr) for n in topology.nodes}
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.closing = False
+        self._started = time.time()
+        self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
+
+    # -- the network ---------------------------------------------------------------
+    def build(self) -> None:
+        """Gateway, external client and nodes, plumbed in a fixed order."""
+        topo = self.topology
+        for ns in topo.namespaces():
+            self.net.add_netns(ns)
+        self.net.batch(topo.gateway_ns, topo.gateway_commands())
+        self.net.sysctls(topo.gateway_ns, topo.gateway_sysctls())
+        self.net.batch(topo.external_ns, topo.external_commands())
+        for node in topo.nodes:
+            self.net.batch(node.name, topo.node_commands(node))
+            self.net.sysctls(node.name, topo.node_sysctls())
+        self._kubelet.start()
+
+    # -- apply / delete --------------------------------------------------------------
+    def apply(self, text: str, source: str) -> list[str]:
+        manifests = parse_manifests(text, source)
+        with self.lock:
+            for m in manifests:
+                self._check(m)
+            return [self._apply_one(m) for m in manifests]
+
+    def _check(self, m: Manifest) -> None:
+        """Refuse, before anything changes, what the API server would refuse."""
+        assert m.pod_spec is not None
+        node = m.pod_spec.node_name
+        if node and node not in self.nodes:
+            raise InvalidManifest(f'The {m.kind} "{m.name}" is invalid: spec.nodeName: Invalid '
+                                  f'value: "{node}": no such node (nodes: {", ".join(self.nodes)})')
+        if m.kind == "Pod":
+            pod = self.pods.get((m.namespace, m.name))
+            if pod and (pod.spec != m.pod_spec or pod.labels != m.labels):
+                raise InvalidManifest(f'The Pod "{m.name}" is invalid: spec: Forbidden: pod '
+                                      "updates may not change fields other than "
+                                      "`spec.containers[*].image`")
+
+    def _apply_one(self, m: Manifest) -> str:
+        if m.kind == "Pod":
+            if (m.namespace, m.name) in self.pods:
+                return f"pod/{m.name} unchanged"
+            assert m.pod_spec is not None
+            self._create_pod(m.name, m.namespace, m.labels, m.pod_spec,
+                             m.raw.get("spec", {}), owner=None)
+            return f"pod/{m.name} created"
+        key = (m.namespace, m.name)
+        old = self.deployments.get(key)
+        raw_template = m.raw["spec"]["template"]
+        if old is None:
+            draws = self.system_draws if m.namespace == "kube-system" else self.draws
+            self.deployments[key] = Deployment(m, draws.template_hash(template_hash(raw_template)))
+            verb = "created"
+        elif old.manifest.raw == m.raw:
+            return f"deployment.apps/{m.name} unchanged"
+        else:
+            if old.manifest.raw["spec"]["template"] != raw_template:
+                # A new template: replace every pod (the Recreate strategy).
+                for pod in self._owned(old):
+                    self._delete_pod(pod)
+                old.hash = template_hash(raw_template)
+            old.manifest = m
+            verb = "configured"
+        self._reconcile(self.deployments[key])
+        return f"deployment.apps/{m.name} {verb}"
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> str:
+        with self.lock:
+            if kind == "pod":
+                pod = self._pod(name, namespace)
+                self._delete_pod(pod)
+                for dep in self.deployments.values():
+                    if pod.owner == ("ReplicaSet", dep.replicaset):
+                        self._reconcile(dep)
+                return f'pod "{name}" deleted'
+            if kind == "deployment":
+                dep = self.deployments.pop((namespace, name), None)
+                if dep is None:
+                    raise NotFound(f'Error from server (NotFound): deployments.apps "{name}" '
+                                   "not found")
+                for pod in self._owned(dep):
+                    self._delete_pod(pod)
+                return f'deployment.apps "{name}" deleted'
+        raise BadRequest(f'error: the server doesn\'t have a resource type "{kind}"')
+
+    def delete_manifests(self, text: str, source: str) -> list[str]:
+        out = []
+        for m in parse_manifests(text, source):
+            try:
+                out.append(self.delete(m.kind.lower(), m.name, m.namespace))
+            except NotFound as err:
+                out.append(str(err))
+        return out
+
+    def scale(self, name: str, replicas: int, namespace: str = "default") -> str:
+        if replicas < 0:
+            raise BadRequest(f'The Deployment "{name}" is invalid: spec.replicas: Invalid value: '
+                             f"{replicas}: must be greater than or equal to 0")
+        with self.lock:
+            dep = self.deployments.get((namespace, name))
+            if dep is None:
+                raise NotFound(f'Error from server (NotFound): deployments.apps "{name}" not found')
+            dep.manifest.replicas = replicas
+            dep.manifest.raw["spec"]["replicas"] = replicas
+            self._reconcile(dep)
+        return f"deployment.apps/{name} scaled"
+
+    # -- the Deployment controller and the scheduler ---------------------------------
+    def _owned(self, dep: Deployment) -> list[Pod]:
+        return sorted((p for p in self.pods.values()
+                       if p.owner == ("ReplicaSet", dep.replicaset) and not p.deleting),
+                      key=lambda p: p.created)
+
+    def _reconcile(self, dep: Deployment) -> None:
+        pods = self._owned(dep)
+        while len(pods) > dep.manifest.replicas:
+            self._delete_pod(pods.pop())  # the newest goes first
+        draws = self.system_draws if dep.namespace == "kube-system" else self.draws
+        while len(pods) < dep.manifest.replicas:
+            name = f"{dep.replicaset}-{draws.suffix()}"
+            if (dep.namespace, name) in self.pods:
+                continue
+            assert dep.manifest.pod_spec is not None
+            labels = {**dep.manifest.template_labels, "pod-template-hash": dep.hash}
+            pods.append(self._create_pod(name, dep.namespace, labels, dep.manifest.pod_spec,
+                                         dep.manifest.raw["spec"]["template"].get("spec", {}),
+                                         owner=("ReplicaSet", dep.replicaset), spread=pods))
+
+    def _schedule(self, spec: PodSpec, namespace: str, spread: list[Pod] | None) -> NodeSpec:
+        if spec.node_name:
+            return self.nodes[spec.node_name]
+        names = sorted(self.nodes)
+        draws = self.system_draws if namespace == "kube-system" else self.draws
+        if spread is not None:
+            # Replicas of one workload spread out, as the default topology spread does.
+            counts = {n: sum(1 for p in spread if p.node.name == n) for n in names}
+            low = min(counts.values())
+            names = [n for n in names if counts[n] == low]
+        if len(names) == 1:
+            return self.nodes[names[0]]
+        # Equal scores: the scheduler picks among them at random.
+        return self.nodes[draws.choice("node", names)]
+
+    # -- the kubelet -------------------------------------------------------------------
+    def _create_pod(self, name: str, namespace: str, labels: dict[str, str], spec: PodSpec,
+                    raw_spec: dict[str, Any], owner: tuple[str, str] | None,
+                    spread: list[Pod] | None = None) -> Pod:
+        node = self._schedule(spec, namespace, spread)
+        ip = self.ipam[node.name].allocate()
+        pod = Pod(name=name, namespace=namespace, labels=dict(labels), spec=spec,
+                  raw_spec=copy.deepcopy(raw_spec), node=node, ip=ip, owner=owner)
+        pod.containers = [ContainerState(c) for c in spec.containers]
+        self.pods[pod.key] = pod
+        try:
+            plumbing = PodPlumbing(pod.netns, node, veth_name(pod.uid), ip)
+            self.net.add_netns(pod.netns)
+            self.net.batch(node.name, plumbing.node_commands())
+            self.net.batch(pod.netns, plumbing.pod_commands())
+            workdir = self.workroot / "pods" / pod.netns
+            pod.sandbox = PodSandbox(pod.netns, name, workdir, ip, CLUSTER_DNS, namespace)
+        except Exception:
+            self._teardown(pod)
+            raise
+        pod.start_time = _now()
+        for c in pod.containers:
+            self._start_container(pod, c)
+        self.changed.notify_all()
+        return pod
+
+    @staticmethod
+    def _container_env(pod: Pod, c: Container) -> dict[str, str]:
+        env = {"PATH": POD_PATH, "HOSTNAME": pod.name, "HOME": str(pod.sandbox.workdir)
+               if pod.sandbox else "/"}
+        env.update(dict(c.env))
+        return env
+
+    def _log_path(self, pod: Pod, c: ContainerState, generation: int | None = None) -> Path:
+        assert pod.sandbox is not None
+        gen = c.generation if generation is None else generation
+        return pod.sandbox.workdir / "logs" / f"{c.spec.name}-{gen}.log"
+
+    def _start_container(self, pod: Pod, c: ContainerState) -> None:
+        assert pod.sandbox is not None
+        argv = [*c.spec.command, *c.spec.args]
+        c.proc = start_container(pod.sandbox, argv, self._container_env(pod, c.spec),
+                                 self._log_path(pod, c), c.spec.working_dir or None)
+        c.state, c.reason, c.exit_code = "running", "", None
+        c.started_at, c.finished_at = _now(), ""
+        threading.Thread(target=self._watch, args=(pod, c, c.proc), daemon=True).start()
+
+    def _watch(self, pod: Pod, c: ContainerState, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        with self.lock:
+            if c.proc is not proc:
+                return
+            c.state, c.exit_code, c.finished_at = "terminated", code, _now()
+            c.reason = "Completed" if code == 0 else "Error"
+            pod.ready = False
+            self.changed.notify_all()
+            policy = pod.spec.restart_policy
+            if pod.deleting or self.closing or policy == "Never" or (
+                    policy == "OnFailure" and code == 0):
+                return
+            delay = min(BACKOFF_START * 2 ** min(c.restarts, 10), BACKOFF_MAX)
+            c.state, c.reason = "waiting", "CrashLoopBackOff"
+        time.sleep(delay)
+        with self.lock:
+            if pod.deleting or self.closing or c.proc is not proc:
+                return
+            c.restarts += 1
+            c.generation += 1
+            self._start_container(pod, c)
+            self.changed.notify_all()
+
+    def _kubelet_loop(self) -> None:
+        """Readiness: running containers whose declared TCP ports are listening."""
+        while not self.closing:
+            with self.lock:
+                for pod in list(self.pods.values()):
+                    ready = self._is_ready(pod)
+                    if ready != pod.ready:
+                        pod.ready = ready
+                        pod.ready_since = _now()
+                        self.changed.notify_all()
+            time.sleep(0.02)
+
+    @staticmethod
+    def _is_ready(pod: Pod) -> bool:
+        if pod.deleting or pod.sandbox is None:
+            return False
+        if not all(c.state == "running" for c in pod.containers):
+            return False
+        wanted = {p.container_port for c in pod.containers for p in c.spec.ports
+                  if p.protocol == "TCP"}
+        return not wanted or wanted <= listening_tcp_ports(pod.sandbox.pause.pid)
+
+    def _delete_pod(self, pod: Pod) -> None:
+        pod.deleting = True
+        pod.ready = False
+        self.changed.notify_all()
+        for c in pod.containers:
+            if c.proc is not None:
+                stop_process_group(c.proc)
+        self._teardown(pod)
+        self.pods.pop(pod.key, None)
+        self.changed.notify_all()
+
+    def _teardown(self, pod: Pod) -> None:
+        if pod.sandbox is not None:
+            pod.sandbox.stop()
+        self.net.del_netns(pod.netns)  # its veth pair goes with it
+        self.ipam[pod.node.name].release(pod.ip)
+        self.pods.pop(pod.key, None)
+
+    # -- reading -------------------------------------------------------------------------
+    def _pod(self, name: str, namespace: str = "default") -> Pod:
+        pod = self.pods.get((namespace, name))
+        if pod is None:
+            raise NotFound(f'Error from server (NotFound): pods "{name}" not found')
+        return pod
+
+    def wait(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+        return True
+
+    def settled(self) -> bool:
+        """Every pod is Ready, or finished for good."""
+        return all(p.ready or p.phase in ("Succeeded", "Failed") for p in self.pods.values())
+
+    def logs(self, name: str, namespace: str = "default", container: str | None = None,
+             previous: bool = False) -> str:
+        with self.lock:
+            pod = self._pod(name, namespace)
+            names = [c.spec.name for c in pod.containers]
+            if container is None:
+                c = pod.containers[0]
+            elif container in names:
+                c = pod.containers[names.index(container)]
+            else:
+                raise BadRequest(f"error: container {container} is not valid for pod {name}")
+            if previous and c.generation == 0:
+                raise BadRequest(f'Error from server (BadRequest): previous terminated container '
+                                 f'"{c.spec.name}" in pod "{name}" not found')
+            path = self._log_path(pod, c, c.generation - 1 if previous else None)
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def exec_argv(self, target: str, argv: list[str],
+                  namespace: str = "default") -> tuple[list[str], dict[str, str]]:
+        """The command line that runs ``argv`` in a running pod, a node or the gateway."""
+        if not argv:
+            raise BadRequest("error: you must specify at least one command for the container")
+        with self.lock:
+            if target in self.nodes or target in (self.topology.gateway_ns,
+                                                  self.topology.external_ns):
+                return ["nsenter", f"--net=/run/netns/{target}", "--", *argv], {"PATH": POD_PATH}
+            pod = self._pod(target, namespace)
+            running = [c for c in pod.containers if c.state == "running"]
+            if pod.deleting or not running or pod.sandbox is None:
+                raise BadRequest("error: cannot exec into a container in a completed pod; "
+                                 f"current phase is {pod.phase}" if pod.phase in
+                                 ("Succeeded", "Failed") else
+                                 f"error: unable to upgrade connection: container not found "
+                                 f'("{pod.containers[0].spec.name}")')
+            return pod.sandbox.enter_argv(argv), self._container_env(pod, running[0].spec)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every object, Kubernetes-shaped, for ``get`` and ``describe``."""
+        with self.lock:
+            return {
+                "pods": [self._pod_object(p) for p in sorted(self.pods.values(),
+                                                             key=lambda p: p.key)],
+                "deployments": [self._deployment_object(d) for d in self.deployments.values()],
+                "nodes": [self._node_object(n) for n in self.nodes.values()],
+            }
+
+    def _pod_object(self, p: Pod) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": p.name, "namespace": p.namespace, "uid": p.uid,
+                                "creationTimestamp": p.created_at}
+        if p.labels:
+            meta["labels"] = dict(p.labels)
+        if p.owner:
+            meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": p.owner[0],
+                                        "name": p.owner[1], "controller": True}]
+        if p.deleting:
+            meta["deletionTimestamp"] = _now()
+        spec = copy.deepcopy(p.raw_spec)
+        spec["nodeName"] = p.node.name
+        spec.setdefault("restartPolicy", p.spec.restart_policy)
+        statuses = []
+        for c in p.containers:
+            if c.state == "running":
+                state: dict[str, Any] = {"running": {"startedAt": c.started_at}}
+            elif c.state == "terminated":
+                state = {"terminated": {"exitCode": c.exit_code, "reason": c.reason,
+                                        "startedAt": c.started_at, "finishedAt": c.finished_at}}
+            else:
+                state = {"waiting": {"reason": c.reason}}
+            statuses.append({"name": c.spec.name, "image": c.spec.image, "ready":
+                             p.ready and c.state == "running", "restartCount": c.restarts,
+                             "started": c.state == "running", "state": state})
+        status = {
+            "phase": p.phase,
+            "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}],
+            "hostIP": p.node.ip, "podIP": p.ip, "podIPs": [{"ip": p.ip}],
+            "startTime": p.start_time, "containerStatuses": statuses,
+            "kubenet": {"statusReason": p.status_reason, "age": time.time() - p.created,
+                        "netns": p.netns},
+        }
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                "status": status}
+
+    def _deployment_object(self, d: Deployment) -> dict[str, Any]:
+        pods = self._owned(d)
+        raw = copy.deepcopy(d.manifest.raw)
+        raw.setdefault("metadata", {}).update({"namespace": d.namespace, "uid": d.uid,
+                                               "creationTimestamp": d.created_at})
+        raw["status"] = {"replicas": len(pods), "readyReplicas": sum(p.ready for p in pods),
+                         "updatedReplicas": len(pods),
+                         "availableReplicas": sum(p.ready for p in pods),
+                         "kubenet": {"age": time.time() - d.created, "replicaSet": d.replicaset}}
+        return raw
+
+    def _node_object(self, n: NodeSpec) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+                "status": {"addresses": [{"type": "InternalIP", "address": n.ip},
+                                         {"type": "Hostname", "address": n.name}],
+                           "conditions": [{"type": "Ready", "status": "True"}],
+                           "kubenet": {"age": time.time() - self._started}}}
+
+    def close(self) -> None:
+        """Stop every pod process (the sandbox's end would kill them anyway)."""
+        with self.lock:
+            self.closing = True
+            for pod in list(self.pods.values()):
+                for c in pod.containers:
+                    if c.proc is not None:
+                        stop_process_group(c.proc, grace=0)
+                if pod.sandbox is not None:
+                    pod.sandbox.stop()

@@ -1,0 +1,172 @@
+"""``kubenet.Lab``: the Python face of a lab, mirroring the command line."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import sandbox, state
+from .errors import BadRequest
+from .printers import Table, render
+
+__all__ = ["Lab", "ExecResult"]
+
+_counter = itertools.count(1)
+
+
+@dataclass
+class ExecResult:
+    """What a command run in the lab printed, and how it ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return self.stdout + self.stderr
+
+    __repr__ = __str__
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Lab:
+    """A running lab: the article's cluster in a private sandbox of namespaces.
+
+    ``Lab()`` builds a new lab with a unique name; it ends with ``close()``, at the end of
+    a ``with`` block, or when this Python process ends. ``Lab.attach(NAME)`` uses a lab
+    started by ``kubenet up`` without owning it.
+    """
+
+    def __init__(self, scenario: str = "article", *, name: str | None = None, nodes: int = 2,
+                 seed: int = 0) -> None:
+        self.name = state.valid_name(name or f"lab-{os.getpid()}-{next(_counter)}")
+        self._owner_fd: int | None = None
+        self._record, self._owner_fd = sandbox.start(self.name, owned=True, nodes=nodes,
+                                                     seed=seed)
+        atexit.register(self.close)
+        try:
+            self.output = sandbox.call(self._record, "up", scenario=scenario)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def attach(cls, name: str = state.DEFAULT_LAB) -> Lab:
+        lab = cls.__new__(cls)
+        lab.name = name
+        lab._owner_fd = None
+        lab._record = state.read_record(name)
+        lab.output = []
+        return lab
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        """End the lab: every namespace, link, rule and process of it is gone on return."""
+        if self._owner_fd is None:
+            return
+        sandbox.stop(self._record)
+        os.close(self._owner_fd)
+        self._owner_fd = None
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, op: str, **args: Any) -> Any:
+        return sandbox.call(self._record, op, **args)
+
+    # -- kubectl-shaped verbs ---------------------------------------------------------
+    def apply(self, manifest: str | Path) -> list[str]:
+        """Apply a manifest file, or YAML text; returns kubectl's lines."""
+        text, source = _manifest(manifest)
+        return self._call("apply", text=text, source=source)
+
+    def delete(self, kind: str, name: str = "", namespace: str = "default") -> list[str]:
+        """``delete pod NAME``, ``delete deployment NAME``, or ``delete("-f", path)``."""
+        if kind in ("-f", "file"):
+            text, source = _manifest(name)
+            return self._call("delete", text=text, source=source)
+        kind = {"po": "pod", "pods": "pod", "deploy": "deployment",
+                "deployments": "deployment"}.get(kind, kind)
+        return self._call("delete", kind=kind, name=name, namespace=namespace)
+
+    def delete_pod(self, name: str) -> list[str]:
+        return self.delete("pod", name)
+
+    def scale(self, deployment: str, replicas: int) -> str:
+        return self._call("scale", name=deployment, replicas=replicas)
+
+    def get(self, resource: str = "pods", name: str = "", output: str = "",
+            namespace: str = "default", all_namespaces: bool = False) -> Table | str:
+        return render(self._call("snapshot"), resource, output, name, namespace, all_namespaces)
+
+    def get_pods(self, wide: bool = True) -> Table:
+        table = self.get("pods", output="wide" if wide else "")
+        assert isinstance(table, Table)
+        return table
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The pods as Kubernetes-shaped dictionaries (``get pods -o json``'s items)."""
+        return [p for p in self._call("snapshot")["pods"]
+                if p["metadata"]["namespace"] == "default"]
+
+    def pod_ips(self, **labels: str) -> list[str]:
+        """Like ``get pods --selector=... -o jsonpath='{.items[*].status.podIP}'``."""
+        return [p["status"]["podIP"] for p in self.pods()
+                if all(p["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())]
+
+    def logs(self, pod: str, container: str | None = None, previous: bool = False) -> str:
+        return self._call("logs", name=pod, container=container, previous=previous)
+
+    def exec(self, target: str, *argv: str, stdin: str | None = None,
+             timeout: float = 60.0) -> ExecResult:
+        """Run a command in a running pod, a node (``node1``), ``gateway`` or ``external``."""
+        if len(argv) == 1 and " " in argv[0]:
+            argv = ("sh", "-c", argv[0])
+        reply = self._call("exec", target=target, argv=list(argv), stdin=stdin, timeout=timeout)
+        return ExecResult(reply["returncode"], reply["stdout"], reply["stderr"])
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Until every pod is Ready or finished."""
+        if not self._call("wait", timeout=timeout):
+            raise BadRequest(f"error: timed out after {timeout:g}s waiting for pods")
+
+    def wait_for(self, pod: str, phase: str = "Succeeded", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [p for p in self.pods() if p["metadata"]["name"] == pod]
+            if found and found[0]["status"]["phase"] == phase:
+                return
+            time.sleep(0.05)
+        raise BadRequest(f'error: timed out waiting for pod "{pod}" to be {phase}')
+
+    def transcript(self) -> str:
+        """Every iproute2 command and sysctl write that built this lab, in order."""
+        return "\n".join(self._call("transcript"))
+
+    def info(self) -> dict[str, Any]:
+        return self._call("info")
+
+    def __repr__(self) -> str:
+        return f"<kubenet.Lab {self.name!r} ({self._record.tier} tier)>"
+
+
+def _manifest(manifest: str | Path) -> tuple[str, str]:
+    if isinstance(manifest, Path) or "\n" not in str(manifest):
+        path = Path(manifest)
+        try:
+            return path.read_text(), str(manifest)
+        except OSError as err:
+            raise BadRequest(f'error: the path "{manifest}" does not exist') from err
+    return str(manifest), "STDIN"

@@ -1,0 +1,288 @@
+"""Manifests in, typed objects out: parsing and validation with kubectl's own wording.
+
+Pure: no lab, no kernel. Anything Kubernetes would reject is rejected here, before the lab
+changes, with the one-line message kubectl prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import InvalidManifest
+
+__all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "parse_manifests", "SUPPORTED"]
+
+SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment")}
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    working_dir: str = ""
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    containers: tuple[Container, ...]
+    restart_policy: str = "Always"
+    node_name: str = ""
+
+
+@dataclass
+class Manifest:
+    """One validated object from a manifest, plus its raw form for ``-o yaml``."""
+
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    raw: dict[str, Any]
+    pod_spec: PodSpec | None = None  # Pod: its spec; Deployment: the template's
+    template_labels: dict[str, str] = field(default_factory=dict)
+    replicas: int = 1
+    selector: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+def _invalid(kind: str, name: str, path: str, problem: str) -> InvalidManifest:
+    return InvalidManifest(f'The {kind} "{name}" is invalid: {path}: {problem}')
+
+
+def _value(v: Any) -> str:
+    return f'"{v}"' if isinstance(v, str) else str(v)
+
+
+def parse_manifests(text: str, source: str = "STDIN") -> list[Manifest]:
+    """Parse multi-document YAML; raise on the first document Kubernetes would reject."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InvalidManifest(
+            f"error: error parsing {source}: error converting YAML to JSON: yaml: {where}{problem}"
+        ) from None
+    out: list[Manifest] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend(_parse_one(item, source) for item in doc["items"])
+        else:
+            out.append(_parse_one(doc, source))
+    if not out:
+        raise InvalidManifest(f"error: no objects passed to apply ({source} is empty)")
+    return out
+
+
+def _parse_one(doc: Any, source: str) -> Manifest:
+    if not isinstance(doc, dict):
+        raise InvalidManifest(f"error: error validating {source}: a manifest must be a mapping")
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not kind:
+        raise InvalidManifest(f'error: error validating "{source}": kind not set')
+    if not api_version:
+        raise InvalidManifest(f'error: error validating "{source}": apiVersion not set')
+    meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise InvalidManifest(f'error: error validating "{source}": metadata must be a mapping')
+    name = meta.get("name") or ""
+    namespace = meta.get("namespace") or "default"
+    if (api_version, kind) not in SUPPORTED:
+        raise InvalidManifest(
+            f'error: resource mapping not found for name: "{name}" namespace: "" from '
+            f'"{source}": no matches for kind "{kind}" in version "{api_version}"'
+        )
+    if not name:
+        raise _invalid(kind, "", "metadata.name", "Required value: name or generateName is required")
+    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        raise _invalid(kind, name, "metadata.name", f"Invalid value: {_value(name)}: a lowercase "
+                       "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                       "'-' or '.', and must start and end with an alphanumeric character")
+    if not _DNS1123_LABEL.match(str(namespace)):
+        raise _invalid(kind, name, "metadata.namespace", f"Invalid value: {_value(namespace)}")
+    labels = _labels(kind, name, "metadata.labels", meta.get("labels"))
+    manifest = Manifest(kind=kind, api_version=api_version, name=name, namespace=namespace,
+                        labels=labels, raw=copy.deepcopy(doc), source=source)
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise _invalid(kind, name, "spec", "Required value")
+    if kind == "Pod":
+        manifest.pod_spec = _pod_spec(kind, name, "spec", spec)
+    else:
+        _deployment(manifest, spec)
+    return manifest
+
+
+def _labels(kind: str, name: str, path: str, labels: Any) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict):
+        raise _invalid(kind, name, path, "Invalid value: labels must be a mapping")
+    out = {}
+    for key, value in labels.items():
+        value = "" if value is None else value
+        if not isinstance(key, str) or not _LABEL_NAME.match(key):
+            raise _invalid(kind, name, path, f"Invalid value: {_value(key)}: name part must "
+                           "consist of alphanumeric characters, '-', '_' or '.'")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise _invalid(kind, name, path, f"Invalid value: {_value(value)}: a valid label "
+                           "must be an empty string or consist of alphanumeric characters, '-', "
+                           "'_' or '.', and must start and end with an alphanumeric character")
+        out[key] = value
+    return out
+
+
+def _strings(kind: str, name: str, path: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise _invalid(kind, name, path, "Invalid value: must be a list of strings")
+    return tuple(str(v) for v in value)
+
+
+def _pod_spec(kind: str, name: str, path: str, spec: dict[str, Any]) -> PodSpec:
+    containers = spec.get("containers")
+    if not containers or not isinstance(containers, list):
+        raise _invalid(kind, name, f"{path}.containers", "Required value")
+    restart = spec.get("restartPolicy", "Always")
+    if restart not in RESTART_POLICIES:
+        raise _invalid(kind, name, f"{path}.restartPolicy", f"Unsupported value: {_value(restart)}: "
+                       'supported values: "Always", "OnFailure", "Never"')
+    parsed, seen = [], set()
+    for i, c in enumerate(containers):
+        cpath = f"{path}.containers[{i}]"
+        if not isinstance(c, dict):
+            raise _invalid(kind, name, cpath, "Invalid value: must be a mapping")
+        cname = c.get("name")
+        if not cname:
+            raise _invalid(kind, name, f"{cpath}.name", "Required value")
+        if not isinstance(cname, str) or not _DNS1123_LABEL.match(cname):
+            raise _invalid(kind, name, f"{cpath}.name", f"Invalid value: {_value(cname)}: a "
+                           "lowercase RFC 1123 label must consist of lower case alphanumeric "
+                           "characters or '-'")
+        if cname in seen:
+            raise _invalid(kind, name, f"{cpath}.name", f"Duplicate value: {_value(cname)}")
+        seen.add(cname)
+        if not c.get("image"):
+            raise _invalid(kind, name, f"{cpath}.image", "Required value")
+        command = _strings(kind, name, f"{cpath}.command", c.get("command"))
+        args = _strings(kind, name, f"{cpath}.args", c.get("args"))
+        if not command and not args:
+            raise _invalid(kind, name, f"{cpath}.command", "Required value: kubenet runs no "
+                           "images, so a container needs a command (or args) to run")
+        parsed.append(Container(
+            name=cname, image=str(c["image"]), command=command, args=args,
+            env=_env(kind, name, f"{cpath}.env", c.get("env")),
+            ports=_ports(kind, name, f"{cpath}.ports", c.get("ports")),
+            working_dir=str(c.get("workingDir") or ""),
+        ))
+    node_name = spec.get("nodeName") or ""
+    return PodSpec(containers=tuple(parsed), restart_policy=restart, node_name=str(node_name))
+
+
+def _env(kind: str, name: str, path: str, env: Any) -> tuple[tuple[str, str], ...]:
+    if env is None:
+        return ()
+    if not isinstance(env, list):
+        raise _invalid(kind, name, path, "Invalid value: must be a list")
+    out = []
+    for i, item in enumerate(env):
+        if not isinstance(item, dict) or not item.get("name"):
+            raise _invalid(kind, name, f"{path}[{i}].name", "Required value")
+        out.append((str(item["name"]), str(item.get("value", ""))))
+    return tuple(out)
+
+
+def _ports(kind: str, name: str, path: str, ports: Any) -> tuple[ContainerPort, ...]:
+    if ports is None:
+        return ()
+    if not isinstance(ports, list):
+        raise _invalid(kind, name, path, "Invalid value: must be a list")
+    out, names = [], set()
+    for i, p in enumerate(ports):
+        ppath = f"{path}[{i}]"
+        if not isinstance(p, dict):
+            raise _invalid(kind, name, ppath, "Invalid value: must be a mapping")
+        number = p.get("containerPort")
+        if number is None:
+            raise _invalid(kind, name, f"{ppath}.containerPort", "Required value")
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+            raise _invalid(kind, name, f"{ppath}.containerPort", f"Invalid value: {_value(number)}:"
+                           " must be between 1 and 65535, inclusive")
+        pname = p.get("name") or ""
+        if pname:
+            if not isinstance(pname, str) or len(pname) > 15 or not _IANA_SVC_NAME.match(pname) \
+                    or not re.search("[a-z]", pname):
+                raise _invalid(kind, name, f"{ppath}.name", f"Invalid value: {_value(pname)}: must "
+                               "be no more than 15 characters, lower case letters, digits and '-'")
+            if pname in names:
+                raise _invalid(kind, name, f"{ppath}.name", f"Duplicate value: {_value(pname)}")
+            names.add(pname)
+        protocol = p.get("protocol", "TCP")
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            raise _invalid(kind, name, f"{ppath}.protocol", f"Unsupported value: "
+                           f'{_value(protocol)}: supported values: "SCTP", "TCP", "UDP"')
+        out.append(ContainerPort(container_port=number, name=pname, protocol=protocol))
+    return tuple(out)
+
+
+def _deployment(manifest: Manifest, spec: dict[str, Any]) -> None:
+    kind, name = manifest.kind, manifest.name
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool):
+        raise _invalid(kind, name, "spec.replicas", f"Invalid value: {_value(replicas)}: "
+                       "must be an integer")
+    if replicas < 0:
+        raise _invalid(kind, name, "spec.replicas", f"Invalid value: {replicas}: must be greater "
+                       "than or equal to 0")
+    selector = spec.get("selector")
+    if not isinstance(selector, dict) or not selector.get("matchLabels"):
+        raise _invalid(kind, name, "spec.selector", "Required value")
+    if set(selector) - {"matchLabels"}:
+        raise _invalid(kind, name, "spec.selector", "Unsupported value: kubenet supports "
+                       "matchLabels selectors only")
+    match = _labels(kind, name, "spec.selector.matchLabels", selector["matchLabels"])
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        raise _invalid(kind, name, "spec.template", "Required value")
+    tmeta = template.get("metadata") or {}
+    tlabels = _labels(kind, name, "spec.template.metadata.labels", tmeta.get("labels"))
+    if any(tlabels.get(k) != v for k, v in match.items()):
+        raise _invalid(kind, name, "spec.template.metadata.labels", f"Invalid value: "
+                       f"map[string]string{tlabels}: `selector` does not match template `labels`")
+    tspec = template.get("spec")
+    if not isinstance(tspec, dict):
+        raise _invalid(kind, name, "spec.template.spec", "Required value")
+    pod_spec = _pod_spec(kind, name, "spec.template.spec", tspec)
+    if pod_spec.restart_policy != "Always":
+        raise _invalid(kind, name, "spec.template.spec.restartPolicy", f'Unsupported value: '
+                       f'"{pod_spec.restart_policy}": supported values: "Always"')
+    manifest.pod_spec = pod_spec
+    manifest.template_labels = tlabels
+    manifest.replicas = replicas
+    manifest.selector = match
