@@ -1,6 +1,6 @@
 """kubenet: Kubernetes Services built for real on your own Linux kernel."""
 
-from .doctor import check as doctor
+from .tiers import check as doctor
 from .errors import KubenetError
 from .lab import ExecResult, Lab
 

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from . import doctor, sandbox, state
+from . import sandbox, state, tiers
 from .errors import BadRequest, KubenetError, NotFound
 from .printers import human_duration, render
 
@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 
 def _record(args: argparse.Namespace) -> state.LabRecord:
-    doctor.require_tier()
+    tiers.require_tier()
     return state.read_record(args.lab)
 
 
@@ -31,7 +31,7 @@ def _read_manifest(path: str) -> tuple[str, str]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    report = doctor.check()
+    report = tiers.check()
     print(report)
     if not report.ok:
         print(f"kubenet cannot build a lab here: {report.reason or 'install the missing tools'}",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rpc
-from .doctor import require_tier, sandbox_flags
+from .tiers import require_tier, sandbox_flags
 from .errors import AlreadyExists, KubenetError, from_wire
 from .state import LabRecord, lab_dir, pid_alive, read_record
 
