@@ -8,6 +8,7 @@ ends, PID 1 ends, and the kernel ends every process of the lab's PID namespace w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import signal
@@ -79,8 +80,13 @@ class Agent:
 
     # Each op takes keyword arguments and returns JSON-able data.
     def op_info(self) -> dict[str, Any]:
+        topo = self.cluster.topology
         return {"name": self.name, "tier": self.tier, "pid": os.getpid(),
-                "nodes": list(self.cluster.nodes), "started": self.started}
+                "started": self.started, "gateway": topo.gateway_ip,
+                "external": topo.external_ip, "service_cidr": topo.service_cidr,
+                "pod_cidr": topo.pod_cidr, "node_cidr": topo.node_cidr,
+                "nodes": [{"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr,
+                           "bridge_ip": n.bridge_ip} for n in topo.nodes]}
 
     def op_up(self, scenario: str) -> list[str]:
         return scenarios.run(self.cluster, scenario)
@@ -164,10 +170,8 @@ class Agent:
             traceback.print_exc()
             reply = {"ok": False, "error": "KubenetError",
                      "message": f"error: internal error in the lab agent: {err!r}"}
-        try:
+        with contextlib.suppress(OSError):
             rpc.send(sock, reply)
-        except OSError:
-            pass
         sock.close()
         if op == "shutdown" and reply["ok"]:
             os._exit(0)

@@ -11,20 +11,18 @@ import copy
 import subprocess
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .draws import Draws
-from .errors import AlreadyExists, BadRequest, InvalidManifest, NotFound
+from .errors import BadRequest, InvalidManifest, NotFound
 from .ipam import HostLocal
 from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
-from .runtime import (POD_PATH, PodSandbox, listening_tcp_ports, start_container,
-                      stop_process_group)
+from .runtime import POD_PATH, PodSandbox, listening_tcp_ports, start_container, stop_process_group
 from .topology import NodeSpec, PodPlumbing, Topology
 
 __all__ = ["Cluster"]
@@ -59,8 +57,8 @@ class Pod:
     raw_spec: dict[str, Any]
     node: NodeSpec
     ip: str
+    uid: str
     owner: tuple[str, str] | None = None  # (kind, name) of the controller
-    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: float = field(default_factory=time.time)
     created_at: str = field(default_factory=_now)
     start_time: str = ""
@@ -111,9 +109,9 @@ class Pod:
 class Deployment:
     manifest: Manifest
     hash: str
+    uid: str
     created: float = field(default_factory=time.time)
     created_at: str = field(default_factory=_now)
-    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def name(self) -> str:
@@ -159,7 +157,18 @@ class Cluster:
         for node in topo.nodes:
             self.net.batch(node.name, topo.node_commands(node))
             self.net.sysctls(node.name, topo.node_sysctls())
+        self._wait_for_carrier()
         self._kubelet.start()
+
+    def _wait_for_carrier(self, timeout: float = 3.0) -> None:
+        """Return once every route's link has carrier (the kernel reports it a moment late)."""
+        deadline = time.monotonic() + timeout
+        for ns in self.topology.namespaces():
+            while "linkdown" in subprocess.run(["ip", "-n", ns, "route"], capture_output=True,
+                                               text=True).stdout:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
 
     # -- apply / delete --------------------------------------------------------------
     def apply(self, text: str, source: str) -> list[str]:
@@ -196,7 +205,8 @@ class Cluster:
         raw_template = m.raw["spec"]["template"]
         if old is None:
             draws = self.system_draws if m.namespace == "kube-system" else self.draws
-            self.deployments[key] = Deployment(m, draws.template_hash(template_hash(raw_template)))
+            self.deployments[key] = Deployment(m, draws.template_hash(template_hash(raw_template)),
+                                               draws.uid())
             verb = "created"
         elif old.manifest.raw == m.raw:
             return f"deployment.apps/{m.name} unchanged"
@@ -294,12 +304,14 @@ class Cluster:
                     spread: list[Pod] | None = None) -> Pod:
         node = self._schedule(spec, namespace, spread)
         ip = self.ipam[node.name].allocate()
+        draws = self.system_draws if namespace == "kube-system" else self.draws
         pod = Pod(name=name, namespace=namespace, labels=dict(labels), spec=spec,
-                  raw_spec=copy.deepcopy(raw_spec), node=node, ip=ip, owner=owner)
+                  raw_spec=copy.deepcopy(raw_spec), node=node, ip=ip, uid=draws.uid(),
+                  owner=owner)
         pod.containers = [ContainerState(c) for c in spec.containers]
         self.pods[pod.key] = pod
         try:
-            plumbing = PodPlumbing(pod.netns, node, veth_name(pod.uid), ip)
+            plumbing = PodPlumbing(pod.netns, node, veth_name(pod.netns), ip)
             self.net.add_netns(pod.netns)
             self.net.batch(node.name, plumbing.node_commands())
             self.net.batch(pod.netns, plumbing.pod_commands())
@@ -417,8 +429,15 @@ class Cluster:
         return True
 
     def settled(self) -> bool:
-        """Every pod is Ready, or finished for good."""
-        return all(p.ready or p.phase in ("Succeeded", "Failed") for p in self.pods.values())
+        """Servers (restartPolicy Always) are Ready or crash-looping; run-once pods finished."""
+        def done(p: Pod) -> bool:
+            if p.phase in ("Succeeded", "Failed"):
+                return True
+            if p.spec.restart_policy != "Always":
+                return False
+            return p.ready or any(c.restarts or c.reason == "CrashLoopBackOff"
+                                  for c in p.containers)
+        return all(done(p) for p in self.pods.values())
 
     def logs(self, name: str, namespace: str = "default", container: str | None = None,
              previous: bool = False) -> str:

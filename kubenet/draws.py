@@ -10,6 +10,7 @@ seeded generator.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Sequence
 
 __all__ = ["Draws", "ARTICLE", "SAFE_ALPHABET"]
@@ -65,6 +66,10 @@ class Draws:
     def integer(self, kind: str, below: int) -> int:
         """A number in ``range(below)``, e.g. an offset into an address range."""
         return self._rng.randrange(below)
+
+    def uid(self) -> str:
+        """An object's metadata.uid: a version-4 UUID, drawn like everything else."""
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     def recorded(self, kind: str) -> str | None:
         """The next recorded draw of ``kind``, if the lab replays one."""

@@ -159,7 +159,19 @@ class Lab:
         return self._call("info")
 
     def __repr__(self) -> str:
-        return f"<kubenet.Lab {self.name!r} ({self._record.tier} tier)>"
+        try:
+            info = self.info()
+        except Exception:  # an ended lab still prints
+            return f"<kubenet.Lab {self.name!r}: not running>"
+        lines = [f"Lab {self.name} ({info['tier']} tier)",
+                 f"  node network    {info['node_cidr']}   gateway {info['gateway']}",
+                 f"  pod network     {info['pod_cidr']}",
+                 f"  service network {info['service_cidr']}   (no device holds these)"]
+        for n in info["nodes"]:
+            lines.append(f"  {n['name']:<6} eth0 {n['ip']:<11} cbr0 {n['bridge_ip']}"
+                         f"  pods {n['pod_cidr']}")
+        lines.append(f"  external client {info['external']} (beyond the gateway)")
+        return "\n".join(lines)
 
 
 def _manifest(manifest: str | Path) -> tuple[str, str]:

@@ -18,7 +18,8 @@ from .errors import InvalidManifest
 __all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "parse_manifests", "SUPPORTED"]
 
 SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment")}
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -73,6 +74,17 @@ def _invalid(kind: str, name: str, path: str, problem: str) -> InvalidManifest:
     return InvalidManifest(f'The {kind} "{name}" is invalid: {path}: {problem}')
 
 
+def _default(value: Any, default: Any) -> Any:
+    """A field written but left empty (YAML null) takes its default, as in Kubernetes."""
+    return default if value is None else value
+
+
+def _go_map(labels: dict[str, str]) -> str:
+    """Labels as Go's %#v prints a map, the way the API server's messages show them."""
+    items = ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items()))
+    return f"map[string]string{{{items}}}"
+
+
 def _value(v: Any) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v)
 
@@ -90,7 +102,8 @@ def parse_manifests(text: str, source: str = "STDIN") -> list[Manifest]:
         ) from None
     out: list[Manifest] = []
     for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if isinstance(doc, dict) and doc.get("kind") == "List" and \
+                isinstance(doc.get("items"), list):
             out.extend(_parse_one(item, source) for item in doc["items"])
         else:
             out.append(_parse_one(doc, source))
@@ -118,7 +131,8 @@ def _parse_one(doc: Any, source: str) -> Manifest:
             f'"{source}": no matches for kind "{kind}" in version "{api_version}"'
         )
     if not name:
-        raise _invalid(kind, "", "metadata.name", "Required value: name or generateName is required")
+        raise _invalid(kind, "", "metadata.name",
+                       "Required value: name or generateName is required")
     if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
         raise _invalid(kind, name, "metadata.name", f"Invalid value: {_value(name)}: a lowercase "
                        "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
@@ -169,9 +183,10 @@ def _pod_spec(kind: str, name: str, path: str, spec: dict[str, Any]) -> PodSpec:
     containers = spec.get("containers")
     if not containers or not isinstance(containers, list):
         raise _invalid(kind, name, f"{path}.containers", "Required value")
-    restart = spec.get("restartPolicy", "Always")
+    restart = _default(spec.get("restartPolicy"), "Always")
     if restart not in RESTART_POLICIES:
-        raise _invalid(kind, name, f"{path}.restartPolicy", f"Unsupported value: {_value(restart)}: "
+        raise _invalid(kind, name, f"{path}.restartPolicy",
+                       f"Unsupported value: {_value(restart)}: "
                        'supported values: "Always", "OnFailure", "Never"')
     parsed, seen = [], set()
     for i, c in enumerate(containers):
@@ -214,7 +229,7 @@ def _env(kind: str, name: str, path: str, env: Any) -> tuple[tuple[str, str], ..
     for i, item in enumerate(env):
         if not isinstance(item, dict) or not item.get("name"):
             raise _invalid(kind, name, f"{path}[{i}].name", "Required value")
-        out.append((str(item["name"]), str(item.get("value", ""))))
+        out.append((str(item["name"]), str(_default(item.get("value"), ""))))
     return tuple(out)
 
 
@@ -243,7 +258,7 @@ def _ports(kind: str, name: str, path: str, ports: Any) -> tuple[ContainerPort, 
             if pname in names:
                 raise _invalid(kind, name, f"{ppath}.name", f"Duplicate value: {_value(pname)}")
             names.add(pname)
-        protocol = p.get("protocol", "TCP")
+        protocol = _default(p.get("protocol"), "TCP")
         if protocol not in ("TCP", "UDP", "SCTP"):
             raise _invalid(kind, name, f"{ppath}.protocol", f"Unsupported value: "
                            f'{_value(protocol)}: supported values: "SCTP", "TCP", "UDP"')
@@ -253,7 +268,7 @@ def _ports(kind: str, name: str, path: str, ports: Any) -> tuple[ContainerPort, 
 
 def _deployment(manifest: Manifest, spec: dict[str, Any]) -> None:
     kind, name = manifest.kind, manifest.name
-    replicas = spec.get("replicas", 1)
+    replicas = _default(spec.get("replicas"), 1)
     if not isinstance(replicas, int) or isinstance(replicas, bool):
         raise _invalid(kind, name, "spec.replicas", f"Invalid value: {_value(replicas)}: "
                        "must be an integer")
@@ -274,7 +289,7 @@ def _deployment(manifest: Manifest, spec: dict[str, Any]) -> None:
     tlabels = _labels(kind, name, "spec.template.metadata.labels", tmeta.get("labels"))
     if any(tlabels.get(k) != v for k, v in match.items()):
         raise _invalid(kind, name, "spec.template.metadata.labels", f"Invalid value: "
-                       f"map[string]string{tlabels}: `selector` does not match template `labels`")
+                       f"{_go_map(tlabels)}: `selector` does not match template `labels`")
     tspec = template.get("spec")
     if not isinstance(tspec, dict):
         raise _invalid(kind, name, "spec.template.spec", "Required value")

@@ -6,6 +6,7 @@ so a reader can ask "which commands built this?" and replay them by hand.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import threading
 import zlib
@@ -29,7 +30,7 @@ class Command:
     stdin: str = ""
 
     def __str__(self) -> str:
-        line = " ".join(self.argv)
+        line = shlex.join(self.argv)
         if self.stdin:
             body = "\n".join("    " + s for s in self.stdin.strip().splitlines())
             return f"{line} <<EOF\n{body}\nEOF"
@@ -50,8 +51,9 @@ class Net:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise KubenetError(f"error: {argv[0]} failed: {detail[-1] if detail else proc.returncode}"
-                               f" (while running: {' '.join(argv)[:200]})")
+            reason = detail[-1] if detail else f"exit status {proc.returncode}"
+            raise KubenetError(f"error: {argv[0]} failed: {reason} "
+                               f"(while running: {shlex.join(argv)[:200]})")
         return proc.stdout
 
     def add_netns(self, name: str) -> None:

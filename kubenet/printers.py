@@ -13,10 +13,12 @@ __all__ = ["Table", "human_duration", "pods_table", "deployments_table", "nodes_
 
 
 def human_duration(seconds: float) -> str:
-    """kubectl's AGE: 15s, 2m3s, 17m, 3h5m, 2d."""
+    """kubectl's AGE (apimachinery's HumanDuration): 15s, 2m3s, 17m, 3h5m, 2d5h, 3y10d."""
     s = int(seconds)
-    if s < 0:
+    if s < -1:
         return "<invalid>"
+    if s < 0:
+        return "0s"  # a second of clock skew is "now"
     if s < 120:
         return f"{s}s"
     m = s // 60
@@ -29,7 +31,14 @@ def human_duration(seconds: float) -> str:
         return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
     if h < 48:
         return f"{h}h"
-    return f"{h // 24}d"
+    if h < 24 * 8:
+        return f"{h // 24}d{h % 24}h" if h % 24 else f"{h // 24}d"
+    if h < 24 * 365 * 2:
+        return f"{h // 24}d"
+    if h < 24 * 365 * 8:
+        days = (h // 24) % 365
+        return f"{h // 24 // 365}y{days}d" if days else f"{h // 24 // 365}y"
+    return f"{h // 24 // 365}y"
 
 
 class Table:

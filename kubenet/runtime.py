@@ -7,6 +7,7 @@ host processes that enter those namespaces; there are no images.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ class PodSandbox:
         (etc / "hostname").write_text(hostname + "\n")
         self.pause = subprocess.Popen(
             ["nsenter", f"--net={NETNS_DIR}/{netns}", "unshare", "--uts", "--mount",
-             "--propagation", "private", "sh", "-c", _PAUSE, "pause", hostname, str(workdir)],
+             "--propagation", "slave", "sh", "-c", _PAUSE, "pause", hostname, str(workdir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True,
         )
@@ -104,22 +105,16 @@ def start_container(sandbox: PodSandbox, argv: list[str], env: dict[str, str],
 def stop_process_group(proc: subprocess.Popen, grace: float = 2.0) -> int | None:
     """SIGTERM the process group, then SIGKILL after ``grace`` seconds, as the kubelet does."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM if grace else signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=grace or 2)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
-    try:  # children that outlived their parent in the same group
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
     return proc.returncode
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from . import rpc
-from .tiers import require_tier, sandbox_flags
 from .errors import AlreadyExists, KubenetError, from_wire
 from .state import LabRecord, lab_dir, pid_alive, read_record
+from .tiers import require_tier, sandbox_flags
 
 __all__ = ["start", "call", "stop"]
 
@@ -86,10 +87,8 @@ def call(record: LabRecord, op: str, fds: list[int] | None = None, **args: Any) 
 
 def stop(record: LabRecord, timeout: float = 10.0) -> None:
     """End a lab and return once its anchor (and with it every lab process) is gone."""
-    try:
+    with contextlib.suppress(KubenetError, OSError):
         call(record, "shutdown")
-    except (KubenetError, OSError):
-        pass
     deadline = time.monotonic() + timeout
     while pid_alive(record.anchor_pid) and time.monotonic() < deadline:
         _reap(record.anchor_pid)
@@ -106,7 +105,5 @@ def stop(record: LabRecord, timeout: float = 10.0) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the anchor's exit status if we started it (else it would linger as a zombie)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -58,19 +58,19 @@ class Report:
     def lines(self) -> list[str]:
         out = [f"tier: {self.tier}" + (f" ({self.reason})" if self.reason else "")]
         out.append("capabilities: " + (", ".join(self.capabilities) or "none"))
-        for tool, path in self.tools.items():
-            out.append(f"tool {tool}: {path or 'MISSING (apt-get install ' + TOOLS[tool] + ')'}")
-        for feature, present in self.features.items():
-            out.append(f"kernel {feature}: {'yes' if present else 'no'}")
+        present = [t for t, path in self.tools.items() if path]
+        out.append("tools present: " + (", ".join(present) or "none"))
+        for tool in self.missing_tools:
+            out.append(f"tool missing: {tool} (apt-get install {TOOLS[tool]})")
+        for feature, ok in self.features.items():
+            out.append(f"kernel {feature}: {'yes' if ok else 'no'}")
+        out.append("a lab can run here: " + ("yes" if self.ok else "no"))
         return out
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
-    def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td><code>{line.split(':', 1)[0]}</code></td>"
-                       f"<td>{line.split(':', 1)[1]}</td></tr>" for line in self.lines())
-        return f"<table>{rows}</table>"
+    __repr__ = __str__
 
 
 def _effective_caps() -> list[str]:

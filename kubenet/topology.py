@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from dataclasses import dataclass, field
 
 __all__ = ["NodeSpec", "Topology", "article_topology", "PodPlumbing"]
@@ -61,7 +62,7 @@ class Topology:
             "link set nodes0 up",
         ]
         for node in self.nodes:
-            port = f"to-{node.name}"[:15]
+            port = self.gateway_port(node)
             lines += [
                 f"link add {port} type veth peer name eth0 netns {node.name}",
                 f"link set {port} master nodes0 up",
@@ -73,6 +74,12 @@ class Topology:
         ]
         lines += [f"route add {n.pod_cidr} via {n.ip}" for n in self.nodes]
         return lines
+
+    @staticmethod
+    def gateway_port(node: NodeSpec) -> str:
+        """The gateway's side of the link to ``node``: readable, and at most 15 characters."""
+        name = f"to-{node.name}"
+        return name if len(name) <= 15 else f"to-{zlib.crc32(node.name.encode()):08x}"
 
     def node_commands(self, node: NodeSpec) -> list[str]:
         prefix = ipaddress.ip_network(self.node_cidr).prefixlen

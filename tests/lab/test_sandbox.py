@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hoststate import snapshot
 
 import kubenet
 from kubenet import state
-
-from hoststate import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 

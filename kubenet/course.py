@@ -1,0 +1,38 @@
+"""Exercise checks for the notebooks: each looks at the live lab and says what it sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["Check", "client_reached"]
+
+
+@dataclass
+class Check:
+    passed: bool
+    message: str
+
+    def __repr__(self) -> str:
+        return ("Well done: " if self.passed else "Not yet: ") + self.message
+
+
+def client_reached(lab: Lab, server_prefix: str = "service-test-") -> Check:
+    """Has some finished client pod received a greeting from a server pod that runs now?"""
+    pods = lab.pods()
+    servers = {p["metadata"]["name"] for p in pods
+               if p["metadata"]["name"].startswith(server_prefix)
+               and p["status"]["phase"] == "Running"}
+    for p in pods:
+        name = p["metadata"]["name"]
+        if p["status"]["phase"] != "Succeeded":
+            continue
+        log = lab.logs(name)
+        for server in servers:
+            if f"Hello from {server}" in log:
+                return Check(True, f"{name} got an answer from {server}.")
+    return Check(False, "no finished client pod has an answer from a running server pod yet. "
+                 "Apply a client that asks a server pod's current IP.")
