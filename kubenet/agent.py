@@ -93,20 +93,29 @@ class Agent:
 
     def op_apply(self, text: str, source: str, wait: float = 30.0) -> list[str]:
         out = self.cluster.apply(text, source)
-        self.cluster.wait(self.cluster.settled, wait)
+        self.cluster.wait(self.cluster.usable, wait)
         return out
+
+    def op_describe(self, kind: str, name: str, namespace: str = "default") -> str:
+        return self.cluster.describe(kind, name, namespace)
+
+    def op_rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
+        return self.cluster.rules(node, table, counters)
+
+    def op_kube_proxy(self, action: str, node: str) -> str:
+        return self.cluster.kube_proxy(action, node)
 
     def op_delete(self, kind: str = "", name: str = "", namespace: str = "default",
                   text: str = "", source: str = "") -> list[str]:
         if text:
             return self.cluster.delete_manifests(text, source)
         out = [self.cluster.delete(kind, name, namespace)]
-        self.cluster.wait(self.cluster.settled, 30)
+        self.cluster.wait(self.cluster.usable, 30)
         return out
 
     def op_scale(self, name: str, replicas: int, namespace: str = "default") -> str:
         out = self.cluster.scale(name, replicas, namespace)
-        self.cluster.wait(self.cluster.settled, 30)
+        self.cluster.wait(self.cluster.usable, 30)
         return out
 
     def op_snapshot(self) -> dict[str, Any]:
@@ -117,7 +126,19 @@ class Agent:
         return self.cluster.logs(name, namespace, container, previous)
 
     def op_wait(self, timeout: float = 30.0) -> bool:
-        return self.cluster.wait(self.cluster.settled, timeout)
+        return self.cluster.wait(self.cluster.usable, timeout)
+
+    def op_inventory(self) -> dict[str, Any]:
+        """``ip -j`` links, addresses and routes of every network namespace of the lab."""
+        from .inventory import IP_BATCH, parse_batch
+
+        out = {}
+        for ns in sorted(os.listdir("/run/netns")):
+            done = subprocess.run(["ip", "-n", ns, "-j", "-d", "-batch", "-"], input=IP_BATCH,
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                out[ns] = parse_batch(done.stdout)
+        return out
 
     def op_transcript(self) -> list[str]:
         return list(self.cluster.net.transcript)
@@ -214,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         _private_run()
         cluster = Cluster(make_topology(args.nodes), Draws(args.seed, ARTICLE), WORKROOT, Net())
         cluster.build()
+        if not cluster.wait(cluster.usable, 30):
+            raise KubenetError("error: the lab's DNS and kube-proxy did not come up within 30s")
     except Exception as err:
         message = str(err) if isinstance(err, KubenetError) else f"error: {err}"
         ready.write(message.replace("\n", " ") + "\n")

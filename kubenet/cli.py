@@ -108,8 +108,47 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     snapshot = sandbox.call(_record(args), "snapshot")
+    if args.resource in ("endpoints", "endpoint", "ep"):
+        print("Warning: v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 "
+              "EndpointSlice", file=sys.stderr)
     print(render(snapshot, args.resource, args.output or "", args.name or "", args.namespace,
                  args.all_namespaces))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    print(sandbox.call(_record(args), "describe", kind=args.kind, name=args.name,
+                       namespace=args.namespace))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    reply = sandbox.call(_record(args), "rules", node=args.node, table=args.table or "",
+                         counters=args.counters)
+    sys.stdout.write(reply["text"])
+    for note in reply["notes"]:
+        print(f"# kubenet: {note}", file=sys.stderr)
+    if not reply["running"]:
+        print(f"# kubenet: kube-proxy on {args.node} is stopped; these rules are what it "
+              "left behind", file=sys.stderr)
+    return 0
+
+
+def cmd_render_iptables(args: argparse.Namespace) -> int:
+    from .kubeproxy import iptables
+
+    text, _ = _read_manifest(args.filename)
+    try:
+        out = iptables.render_yaml(text, node_name=args.node_name, node_ips=[args.node_ip],
+                                   cluster_cidr=args.cluster_cidr)
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadRequest(f"error: cannot render {args.filename}: {err}") from None
+    sys.stdout.write(out)
+    return 0
+
+
+def cmd_kube_proxy(args: argparse.Namespace) -> int:
+    print(sandbox.call(_record(args), "kube_proxy", action=args.action, node=args.node))
     return 0
 
 
@@ -179,6 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("-o", "--output", help="wide | json | yaml | name")
     p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.epilog = "resources: pods, deployments, services, endpointslices, endpoints, nodes"
+    p = add("describe", cmd_describe, "show a service in detail, like kubectl describe", ns)
+    p.add_argument("kind", help="service")
+    p.add_argument("name")
+    p = add("rules", cmd_rules, "iptables-save of a node: the rules kube-proxy wrote")
+    p.add_argument("node")
+    p.add_argument("-t", "--table", help="nat or filter (default: both)")
+    p.add_argument("-c", "--counters", action="store_true", help="with packet counters")
+    p = add("render-iptables", cmd_render_iptables,
+            "print what kube-proxy (iptables mode) writes for Services and EndpointSlices")
+    p.add_argument("-f", "--filename", required=True, help="YAML of Services and "
+                   "EndpointSlices (for example kubectl get svc,endpointslices -A -o yaml)")
+    p.add_argument("--node-name", default="node1")
+    p.add_argument("--node-ip", default="10.100.0.2")
+    p.add_argument("--cluster-cidr", default=None)
+    p = add("kube-proxy", cmd_kube_proxy, "stop or start kube-proxy on a node")
+    p.add_argument("action", choices=["stop", "start"])
+    p.add_argument("node")
     p = add("logs", cmd_logs, "a pod's output", ns)
     p.add_argument("pod")
     p.add_argument("-c", "--container")

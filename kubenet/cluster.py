@@ -8,6 +8,7 @@ change happens under one lock; waiters use the condition ``changed``.
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import threading
 import time
@@ -16,13 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .dns import records_for
 from .draws import Draws
 from .errors import BadRequest, InvalidManifest, NotFound
 from .ipam import HostLocal
 from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
+from .proxy import KubeProxy
 from .runtime import POD_PATH, PodSandbox, listening_tcp_ports, start_container, stop_process_group
+from .services import NodePorts, ServiceIPs, describe_service, endpoint_slices, service_object
+from .system import dns_manifests
 from .topology import NodeSpec, PodPlumbing, Topology
 
 __all__ = ["Cluster"]
@@ -126,10 +131,40 @@ class Deployment:
         return f"{self.name}-{self.hash}"
 
 
+@dataclass
+class Service:
+    manifest: Manifest
+    cluster_ip: str
+    node_ports: list[int]
+    uid: str
+    slice_name: str
+    created: float = field(default_factory=time.time)
+    created_at: str = field(default_factory=_now)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def namespace(self) -> str:
+        return self.manifest.namespace
+
+    def object(self) -> dict[str, Any]:
+        assert self.manifest.service is not None
+        obj = service_object(self.name, self.namespace, self.manifest.labels,
+                             self.manifest.service, self.cluster_ip, self.node_ports, self.uid,
+                             self.created_at)
+        obj["status"]["kubenet"] = {"age": time.time() - self.created}
+        return obj
+
+
 class Cluster:
     """Objects, scheduler, IPAM, kubelets and the Deployment controller of one lab."""
 
-    def __init__(self, topology: Topology, draws: Draws, workroot: Path, net: Net) -> None:
+    def __init__(self, topology: Topology, draws: Draws, workroot: Path, net: Net,
+                 with_dns: bool = True) -> None:
+        self.with_dns = with_dns
+        self.proxies: dict[str, KubeProxy] = {}
         self.topology = topology
         self.draws = draws
         self.system_draws = Draws(seed=1)  # kube-system never consumes the article's draws
@@ -141,9 +176,18 @@ class Cluster:
         self.ipam = {n.name: HostLocal(n.pod_cidr) for n in topology.nodes}
         self.pods: dict[tuple[str, str], Pod] = {}
         self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.service_ips = ServiceIPs(topology.service_cidr, draws)
+        self.node_ports = NodePorts(draws)
+        self.slice_draws = Draws(seed=2)  # slice names never consume the article's draws
+        self.version = 0  # bumped on every change; kube-proxies sync up to it
         self.closing = False
         self._started = time.time()
         self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
+
+    def _bump(self) -> None:
+        self.version += 1
+        self.changed.notify_all()
 
     # -- the network ---------------------------------------------------------------
     def build(self) -> None:
@@ -159,6 +203,15 @@ class Cluster:
             self.net.sysctls(node.name, topo.node_sysctls())
         self._wait_for_carrier()
         self._kubelet.start()
+        self.proxies = {n.name: KubeProxy(self, n) for n in topo.nodes}
+        for proxy in self.proxies.values():
+            proxy.start()
+        if self.with_dns:
+            self.apply(dns_manifests(self.workroot / "dns" / "records.json"), "kube-dns.yaml")
+
+    def usable(self) -> bool:
+        """Pods settled and every running kube-proxy has synced the latest state."""
+        return self.settled() and all(p.synced for p in self.proxies.values() if p.running)
 
     def _wait_for_carrier(self, timeout: float = 3.0) -> None:
         """Return once every route's link has carrier (the kernel reports it a moment late)."""
@@ -180,6 +233,9 @@ class Cluster:
 
     def _check(self, m: Manifest) -> None:
         """Refuse, before anything changes, what the API server would refuse."""
+        if m.kind == "Service":
+            self._check_service(m)
+            return
         assert m.pod_spec is not None
         node = m.pod_spec.node_name
         if node and node not in self.nodes:
@@ -192,7 +248,72 @@ class Cluster:
                                       "updates may not change fields other than "
                                       "`spec.containers[*].image`")
 
+    def _check_service(self, m: Manifest) -> None:
+        spec = m.service
+        assert spec is not None
+        old = self.services.get((m.namespace, m.name))
+        if spec.cluster_ip == "None":
+            raise InvalidManifest(f'The Service "{m.name}" is invalid: spec.clusterIP: '
+                                  'Unsupported value: "None": the lab has no headless services')
+        if spec.cluster_ip:
+            if old is not None and spec.cluster_ip != old.cluster_ip:
+                raise InvalidManifest(f'The Service "{m.name}" is invalid: spec.clusterIPs[0]: '
+                                      f'Invalid value: []string{{"{spec.cluster_ip}"}}: may not '
+                                      "change once set")
+            if old is None:
+                self.service_ips.check(m.name, spec.cluster_ip)
+        mine = set(old.node_ports) if old else set()
+        for i, port in enumerate(spec.ports):
+            if port.node_port and port.node_port in self.node_ports.used - mine:
+                raise InvalidManifest(f'The Service "{m.name}" is invalid: spec.ports[{i}]'
+                                      f".nodePort: Invalid value: {port.node_port}: provided "
+                                      "port is already allocated")
+
+    def _apply_service(self, m: Manifest) -> str:
+        spec = m.service
+        assert spec is not None
+        key = (m.namespace, m.name)
+        old = self.services.get(key)
+        if old is not None and old.manifest.raw == m.raw:
+            return f"service/{m.name} unchanged"
+        system = m.namespace == "kube-system"
+        draws = self.system_draws if system else self.draws
+        kept = {}
+        if old is not None:
+            assert old.manifest.service is not None
+            kept = {(p.port, p.protocol): n for p, n in zip(old.manifest.service.ports,
+                                                           old.node_ports, strict=True) if n}
+            self.node_ports.release(old.node_ports)
+        node_ports = []
+        for i, port in enumerate(spec.ports):
+            if spec.type != "NodePort":
+                node_ports.append(0)
+                continue
+            wanted = port.node_port or kept.get((port.port, port.protocol), 0)
+            node_ports.append(self.node_ports.allocate(m.name, i, wanted))
+        if old is None:
+            ip = self.service_ips.allocate(m.name, spec.cluster_ip)
+            slice_name = f"{m.name}-{self.slice_draws.suffix()}"
+            self.services[key] = Service(m, ip, node_ports, draws.uid(), slice_name)
+            verb = "created"
+        else:
+            old.manifest, old.node_ports = m, node_ports
+            verb = "configured"
+        self._write_dns_records()
+        self._bump()
+        return f"service/{m.name} {verb}"
+
+    def _write_dns_records(self) -> None:
+        records = records_for([s.object() for s in self.services.values()])
+        path = self.workroot / "dns" / "records.json"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+        tmp.replace(path)
+
     def _apply_one(self, m: Manifest) -> str:
+        if m.kind == "Service":
+            return self._apply_service(m)
         if m.kind == "Pod":
             if (m.namespace, m.name) in self.pods:
                 return f"pod/{m.name} unchanged"
@@ -230,6 +351,15 @@ class Cluster:
                     if pod.owner == ("ReplicaSet", dep.replicaset):
                         self._reconcile(dep)
                 return f'pod "{name}" deleted'
+            if kind == "service":
+                svc = self.services.pop((namespace, name), None)
+                if svc is None:
+                    raise NotFound(f'Error from server (NotFound): services "{name}" not found')
+                self.service_ips.release(svc.cluster_ip)
+                self.node_ports.release(svc.node_ports)
+                self._write_dns_records()
+                self._bump()
+                return f'service "{name}" deleted'
             if kind == "deployment":
                 dep = self.deployments.pop((namespace, name), None)
                 if dep is None:
@@ -303,7 +433,8 @@ class Cluster:
                     raw_spec: dict[str, Any], owner: tuple[str, str] | None,
                     spread: list[Pod] | None = None) -> Pod:
         node = self._schedule(spec, namespace, spread)
-        ip = self.ipam[node.name].allocate()
+        ipam = self.ipam[node.name]
+        ip = ipam.allocate_from_top() if namespace == "kube-system" else ipam.allocate()
         draws = self.system_draws if namespace == "kube-system" else self.draws
         pod = Pod(name=name, namespace=namespace, labels=dict(labels), spec=spec,
                   raw_spec=copy.deepcopy(raw_spec), node=node, ip=ip, uid=draws.uid(),
@@ -323,7 +454,7 @@ class Cluster:
         pod.start_time = _now()
         for c in pod.containers:
             self._start_container(pod, c)
-        self.changed.notify_all()
+        self._bump()
         return pod
 
     @staticmethod
@@ -355,7 +486,7 @@ class Cluster:
             c.state, c.exit_code, c.finished_at = "terminated", code, _now()
             c.reason = "Completed" if code == 0 else "Error"
             pod.ready = False
-            self.changed.notify_all()
+            self._bump()
             policy = pod.spec.restart_policy
             if pod.deleting or self.closing or policy == "Never" or (
                     policy == "OnFailure" and code == 0):
@@ -369,7 +500,7 @@ class Cluster:
             c.restarts += 1
             c.generation += 1
             self._start_container(pod, c)
-            self.changed.notify_all()
+            self._bump()
 
     def _kubelet_loop(self) -> None:
         """Readiness: running containers whose declared TCP ports are listening."""
@@ -380,7 +511,7 @@ class Cluster:
                     if ready != pod.ready:
                         pod.ready = ready
                         pod.ready_since = _now()
-                        self.changed.notify_all()
+                        self._bump()
             time.sleep(0.02)
 
     @staticmethod
@@ -396,13 +527,13 @@ class Cluster:
     def _delete_pod(self, pod: Pod) -> None:
         pod.deleting = True
         pod.ready = False
-        self.changed.notify_all()
+        self._bump()
         for c in pod.containers:
             if c.proc is not None:
                 stop_process_group(c.proc)
         self._teardown(pod)
         self.pods.pop(pod.key, None)
-        self.changed.notify_all()
+        self._bump()
 
     def _teardown(self, pod: Pod) -> None:
         if pod.sandbox is not None:
@@ -481,12 +612,78 @@ class Cluster:
     def snapshot(self) -> dict[str, Any]:
         """Every object, Kubernetes-shaped, for ``get`` and ``describe``."""
         with self.lock:
+            pods = [self._pod_object(p) for p in sorted(self.pods.values(), key=lambda p: p.key)]
+            services = [s.object() for _, s in sorted(self.services.items())]
+            slices = self._slices(services, pods)
             return {
-                "pods": [self._pod_object(p) for p in sorted(self.pods.values(),
-                                                             key=lambda p: p.key)],
+                "pods": pods,
                 "deployments": [self._deployment_object(d) for d in self.deployments.values()],
                 "nodes": [self._node_object(n) for n in self.nodes.values()],
+                "services": services,
+                "endpointslices": slices,
             }
+
+    def _slices(self, services: list[dict[str, Any]], pods: list[dict[str, Any]],
+                ) -> list[dict[str, Any]]:
+        """The endpoints controller: one slice per Service that has a selector."""
+        out = []
+        for obj in services:
+            if obj["spec"].get("selector") is None:
+                continue
+            svc = self.services[(obj["metadata"]["namespace"], obj["metadata"]["name"])]
+            for slice_ in endpoint_slices(obj, pods, svc.slice_name):
+                slice_["kubenet_age"] = time.time() - svc.created
+                out.append(slice_)
+        return out
+
+    def describe(self, kind: str, name: str, namespace: str = "default") -> str:
+        kind = {"svc": "service", "services": "service"}.get(kind, kind)
+        if kind != "service":
+            raise BadRequest(f'error: kubenet describes services only (not "{kind}")')
+        with self.lock:
+            svc = self.services.get((namespace, name))
+            if svc is None:
+                raise NotFound(f'Error from server (NotFound): services "{name}" not found')
+            obj = svc.object()
+            pods = [self._pod_object(p) for p in self.pods.values()]
+            slices = self._slices([obj], pods)
+        return describe_service(obj, slices[0] if slices else None)
+
+    def rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
+        """``iptables-save`` of a node, and what its kube-proxy wants the reader to know."""
+        if node not in self.nodes:
+            raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+        argv = ["nsenter", f"--net=/run/netns/{node}", "iptables-save"]
+        if table:
+            argv += ["-t", table]
+        if counters:
+            argv.append("-c")
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BadRequest(f"error: iptables-save failed on {node}: {done.stderr.strip()}")
+        proxy = self.proxies.get(node)
+        return {"text": done.stdout, "notes": list(proxy.notes) if proxy else [],
+                "running": bool(proxy and proxy.running), "error": proxy.error if proxy else ""}
+
+    def kube_proxy(self, action: str, node: str) -> str:
+        if node not in self.proxies:
+            raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+        proxy = self.proxies[node]
+        if action == "stop":
+            proxy.stop()
+            return f"kube-proxy on {node} stopped (its rules stay in the kernel)"
+        if action == "start":
+            proxy.start()
+            self.wait(lambda: proxy.synced, 10)
+            return f"kube-proxy on {node} started and synced"
+        raise BadRequest(f'error: unknown action "{action}" (use start or stop)')
+
+    def proxy_state(self) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+        """What every kube-proxy watches: Services and EndpointSlices, at a version."""
+        with self.lock:
+            pods = [self._pod_object(p) for p in self.pods.values()]
+            services = [s.object() for _, s in sorted(self.services.items())]
+            return self.version, services, self._slices(services, pods)
 
     def _pod_object(self, p: Pod) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": p.name, "namespace": p.namespace, "uid": p.uid,
@@ -515,11 +712,12 @@ class Cluster:
                              "started": c.state == "running", "state": state})
         status = {
             "phase": p.phase,
-            "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}],
+            "conditions": [{"type": "Ready", "status": "True" if p.ready else "False",
+                            **({"lastTransitionTime": p.ready_since} if p.ready_since else {})}],
             "hostIP": p.node.ip, "podIP": p.ip, "podIPs": [{"ip": p.ip}],
             "startTime": p.start_time, "containerStatuses": statuses,
             "kubenet": {"statusReason": p.status_reason, "age": time.time() - p.created,
-                        "netns": p.netns},
+                        "netns": p.netns, "ready": p.ready},
         }
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
                 "status": status}
@@ -548,6 +746,7 @@ class Cluster:
         """Stop every pod process (the sandbox's end would kill them anyway)."""
         with self.lock:
             self.closing = True
+            self.changed.notify_all()
             for pod in list(self.pods.values()):
                 for c in pod.containers:
                     if c.proc is not None:

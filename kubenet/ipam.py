@@ -36,6 +36,18 @@ class HostLocal:
                 return str(address)
         raise BadRequest(f"no free pod address left in {self.subnet}")
 
+    def allocate_from_top(self) -> str:
+        """The highest free address, for the lab's system pods.
+
+        Not what host-local does: the lab keeps its own pods (cluster DNS) out of the way
+        so the article's pods get the article's addresses whatever starts first.
+        """
+        for address in reversed(self._pool):
+            if address not in self._used:
+                self._used.add(address)
+                return str(address)
+        raise BadRequest(f"no free pod address left in {self.subnet}")
+
     def reserve(self, address: str) -> str:
         ip = ipaddress.ip_address(address)
         if ip not in self._pool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,20 @@ from typing import Any
 
 from . import sandbox, state
 from .errors import BadRequest
+from .inventory import Inventory
 from .printers import Table, render
+from .responses import Responses
 
 __all__ = ["Lab", "ExecResult"]
 
 _counter = itertools.count(1)
+
+
+class Text(str):
+    """A string that shows itself as plain text in a notebook, without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 @dataclass
@@ -126,8 +136,20 @@ class Lab:
         return [p["status"]["podIP"] for p in self.pods()
                 if all(p["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())]
 
-    def logs(self, pod: str, container: str | None = None, previous: bool = False) -> str:
-        return self._call("logs", name=pod, container=container, previous=previous)
+    def describe(self, kind: str, name: str, namespace: str = "default") -> Text:
+        """``kubectl describe service NAME``."""
+        return Text(self._call("describe", kind=kind, name=name, namespace=namespace))
+
+    def rules(self, node: str, table: str = "", counters: bool = False) -> Text:
+        """``iptables-save`` of a node: the rules its kube-proxy wrote."""
+        return Text(self._call("rules", node=node, table=table, counters=counters)["text"])
+
+    def kube_proxy(self, action: str, node: str) -> str:
+        """Stop or start the kube-proxy of ``node`` (its rules stay while it is stopped)."""
+        return self._call("kube_proxy", action=action, node=node)
+
+    def logs(self, pod: str, container: str | None = None, previous: bool = False) -> Text:
+        return Text(self._call("logs", name=pod, container=container, previous=previous))
 
     def exec(self, target: str, *argv: str, stdin: str | None = None,
              timeout: float = 60.0) -> ExecResult:
@@ -150,6 +172,19 @@ class Lab:
                 return
             time.sleep(0.05)
         raise BadRequest(f'error: timed out waiting for pod "{pod}" to be {phase}')
+
+    def inventory(self) -> Inventory:
+        """Every namespace's links, addresses and routes, as the kernel reports them now."""
+        return Inventory(self._call("inventory"))
+
+    def send_requests(self, pod: str, target: str, count: int = 100) -> Responses:
+        """``count`` HTTP requests from ``pod`` to ``target`` (``host:port``), one connection
+        each, with nc; returns who answered."""
+        host, _, port = target.rpartition(":")
+        script = (f"for i in $(seq {int(count)}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                  f"nc -w 2 {shlex.quote(host)} {int(port)}; echo; done")
+        out = self.exec(pod, "sh", "-c", script, timeout=max(60.0, count * 0.5))
+        return Responses.from_output(out.stdout, count)
 
     def transcript(self) -> str:
         """Every iproute2 command and sysctl write that built this lab, in order."""

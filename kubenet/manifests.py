@@ -15,9 +15,11 @@ import yaml
 
 from .errors import InvalidManifest
 
-__all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "parse_manifests", "SUPPORTED"]
+__all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "ServicePort", "ServiceSpec",
+           "parse_manifests", "SUPPORTED"]
 
-SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment")}
+SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service")}
+SERVICE_TYPES = ("ClusterIP", "NodePort")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -53,6 +55,27 @@ class PodSpec:
     node_name: str = ""
 
 
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int | str  # a number, or the name of a container port
+    name: str = ""
+    protocol: str = "TCP"
+    node_port: int = 0  # 0: allocate one (NodePort services)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    type: str
+    ports: tuple[ServicePort, ...]
+    selector: dict[str, str] | None  # None: endpoints are managed by hand
+    cluster_ip: str = ""  # "": allocate one; "None": headless
+    session_affinity: str = "None"
+    affinity_timeout: int = 10800
+    external_traffic_policy: str = ""
+    internal_traffic_policy: str = "Cluster"
+
+
 @dataclass
 class Manifest:
     """One validated object from a manifest, plus its raw form for ``-o yaml``."""
@@ -67,6 +90,7 @@ class Manifest:
     template_labels: dict[str, str] = field(default_factory=dict)
     replicas: int = 1
     selector: dict[str, str] = field(default_factory=dict)
+    service: ServiceSpec | None = None
     source: str = ""
 
 
@@ -147,9 +171,123 @@ def _parse_one(doc: Any, source: str) -> Manifest:
         raise _invalid(kind, name, "spec", "Required value")
     if kind == "Pod":
         manifest.pod_spec = _pod_spec(kind, name, "spec", spec)
+    elif kind == "Service":
+        manifest.service = _service(kind, name, spec)
     else:
         _deployment(manifest, spec)
     return manifest
+
+
+def _port_number(kind: str, name: str, path: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise _invalid(kind, name, path, f"Invalid value: {_value(value)}: must be between 1 "
+                       "and 65535, inclusive")
+    return value
+
+
+def _port_name(kind: str, name: str, path: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 15 or not _IANA_SVC_NAME.match(value) \
+            or not re.search("[a-z]", value):
+        raise _invalid(kind, name, path, f"Invalid value: {_value(value)}: must be no more "
+                       "than 15 characters, lower case letters, digits and '-'")
+    return value
+
+
+def _service(kind: str, name: str, spec: dict[str, Any]) -> ServiceSpec:
+    stype = _default(spec.get("type"), "ClusterIP")
+    if stype not in SERVICE_TYPES:
+        raise _invalid(kind, name, "spec.type", f"Unsupported value: {_value(stype)}: the lab "
+                       'runs "ClusterIP" and "NodePort" services (render-iptables takes any type)')
+    ports = spec.get("ports")
+    if not ports or not isinstance(ports, list):
+        raise _invalid(kind, name, "spec.ports", "Required value")
+    parsed: list[ServicePort] = []
+    names: set[str] = set()
+    seen: set[tuple[int, str]] = set()
+    for i, p in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        if not isinstance(p, dict):
+            raise _invalid(kind, name, path, "Invalid value: must be a mapping")
+        pname = _default(p.get("name"), "")
+        if len(ports) > 1 and not pname:
+            raise _invalid(kind, name, f"{path}.name", "Required value")
+        if pname:
+            if not isinstance(pname, str) or len(pname) > 63 or not _DNS1123_LABEL.match(pname):
+                raise _invalid(kind, name, f"{path}.name", f"Invalid value: {_value(pname)}: a "
+                               "lowercase RFC 1123 label must consist of lower case "
+                               "alphanumeric characters or '-'")
+            if pname in names:
+                raise _invalid(kind, name, f"{path}.name", f"Duplicate value: {_value(pname)}")
+            names.add(pname)
+        protocol = _default(p.get("protocol"), "TCP")
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            raise _invalid(kind, name, f"{path}.protocol", f"Unsupported value: "
+                           f'{_value(protocol)}: supported values: "SCTP", "TCP", "UDP"')
+        if p.get("port") is None:
+            raise _invalid(kind, name, f"{path}.port", "Required value")
+        number = _port_number(kind, name, f"{path}.port", p["port"])
+        if (number, protocol) in seen:
+            raise _invalid(kind, name, path, f"Duplicate value: core.ServicePort{{Port: "
+                           f"{number}, Protocol: \"{protocol}\"}}")
+        seen.add((number, protocol))
+        target = p.get("targetPort")
+        if target in (None, 0, ""):
+            target = number  # as the API server defaults it
+        elif isinstance(target, str) and not target.isdigit():
+            _port_name(kind, name, f"{path}.targetPort", target)
+        elif isinstance(target, str):
+            target = _port_number(kind, name, f"{path}.targetPort", int(target))
+        else:
+            target = _port_number(kind, name, f"{path}.targetPort", target)
+        node_port = _default(p.get("nodePort"), 0)
+        if node_port:
+            if stype != "NodePort":
+                raise _invalid(kind, name, f"{path}.nodePort", "Forbidden: may not be used "
+                               "when `type` is 'ClusterIP'")
+            if not isinstance(node_port, int) or not 30000 <= node_port <= 32767:
+                raise _invalid(kind, name, f"{path}.nodePort", f"Invalid value: "
+                               f"{_value(node_port)}: provided port is not in the valid range. "
+                               "The range of valid ports is 30000-32767")
+        parsed.append(ServicePort(port=number, target_port=target, name=pname,
+                                  protocol=protocol, node_port=node_port))
+    selector = spec.get("selector")
+    if selector is not None:
+        selector = _labels(kind, name, "spec.selector", selector)
+    cluster_ip = str(_default(spec.get("clusterIP"), ""))
+    affinity = _default(spec.get("sessionAffinity"), "None")
+    if affinity not in ("None", "ClientIP"):
+        raise _invalid(kind, name, "spec.sessionAffinity", f"Unsupported value: "
+                       f'{_value(affinity)}: supported values: "ClientIP", "None"')
+    timeout = 10800
+    config = spec.get("sessionAffinityConfig") or {}
+    if config:
+        if affinity != "ClientIP":
+            raise _invalid(kind, name, "spec.sessionAffinityConfig", "Invalid value: must not "
+                           "be set when session affinity is None")
+        timeout = _default((config.get("clientIP") or {}).get("timeoutSeconds"), 10800)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or \
+                not 0 < timeout <= 86400:
+            raise _invalid(kind, name, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                           f"Invalid value: {_value(timeout)}: must be greater than 0 and less "
+                           "than 86400")
+    etp = _default(spec.get("externalTrafficPolicy"), "")
+    if etp:
+        if etp not in ("Cluster", "Local"):
+            raise _invalid(kind, name, "spec.externalTrafficPolicy", f"Unsupported value: "
+                           f'{_value(etp)}: supported values: "Cluster", "Local"')
+        if stype == "ClusterIP":
+            raise _invalid(kind, name, "spec.externalTrafficPolicy", f"Invalid value: "
+                           f"{_value(etp)}: may only be set for externally-accessible services")
+    elif stype == "NodePort":
+        etp = "Cluster"
+    itp = _default(spec.get("internalTrafficPolicy"), "Cluster")
+    if itp not in ("Cluster", "Local"):
+        raise _invalid(kind, name, "spec.internalTrafficPolicy", f"Unsupported value: "
+                       f'{_value(itp)}: supported values: "Cluster", "Local"')
+    return ServiceSpec(type=stype, ports=tuple(parsed), selector=selector,
+                       cluster_ip=cluster_ip, session_affinity=affinity,
+                       affinity_timeout=timeout, external_traffic_policy=etp,
+                       internal_traffic_policy=itp)
 
 
 def _labels(kind: str, name: str, path: str, labels: Any) -> dict[str, str]:

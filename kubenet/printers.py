@@ -138,10 +138,83 @@ def nodes_table(nodes: list[dict[str, Any]], wide: bool = False) -> Table:
     return Table(headers, rows, "No resources found")
 
 
+def _none_found(namespace: str, all_namespaces: bool) -> str:
+    return "No resources found" if all_namespaces else \
+        f"No resources found in {namespace} namespace."
+
+
+def services_table(services: list[dict[str, Any]], wide: bool = False,
+                   all_namespaces: bool = False, namespace: str = "default") -> Table:
+    from .services import ports_column
+
+    headers = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    if wide:
+        headers.append("SELECTOR")
+    rows = []
+    for svc in services:
+        spec = svc["spec"]
+        external = ",".join(spec.get("externalIPs", [])) or "<none>"
+        row = [svc["metadata"]["name"], spec["type"], spec["clusterIP"], external,
+               ports_column(svc), human_duration(_kn(svc, "age", 0))]
+        if all_namespaces:
+            row.insert(0, svc["metadata"]["namespace"])
+        if wide:
+            selector = spec.get("selector")
+            row.append(",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+                       if selector else "<none>")
+        rows.append(row)
+    return Table(headers, rows, _none_found(namespace, all_namespaces))
+
+
+def _first_three(items: list[str]) -> str:
+    if not items:
+        return "<none>"
+    more = f" + {len(items) - 3} more..." if len(items) > 3 else ""
+    return ",".join(items[:3]) + more
+
+
+def endpointslices_table(slices: list[dict[str, Any]], all_namespaces: bool = False,
+                         namespace: str = "default") -> Table:
+    headers = ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for sl in slices:
+        ports = [str(p["port"]) for p in sl["ports"] if "port" in p]
+        addresses = [a for ep in sl["endpoints"] for a in ep["addresses"]]
+        row = [sl["metadata"]["name"], sl["addressType"], ",".join(ports) or "<unset>",
+               _first_three(addresses), human_duration(sl.get("kubenet_age", 0))]
+        if all_namespaces:
+            row.insert(0, sl["metadata"]["namespace"])
+        rows.append(row)
+    return Table(headers, rows, _none_found(namespace, all_namespaces))
+
+
+def endpoints_table(slices: list[dict[str, Any]], all_namespaces: bool = False,
+                    namespace: str = "default") -> Table:
+    from .services import endpoints_of
+
+    headers = ["NAME", "ENDPOINTS", "AGE"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for sl in slices:
+        row = [sl["metadata"]["labels"]["kubernetes.io/service-name"],
+               _first_three(endpoints_of(sl)), human_duration(sl.get("kubenet_age", 0))]
+        if all_namespaces:
+            row.insert(0, sl["metadata"]["namespace"])
+        rows.append(row)
+    return Table(headers, rows, _none_found(namespace, all_namespaces))
+
+
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop kubenet's private bookkeeping before printing an object as JSON or YAML."""
     out = json.loads(json.dumps(obj))
     out.get("status", {}).pop("kubenet", None)
+    out.pop("kubenet_age", None)
+    out.pop("kubenet_slice", None)
     return out
 
 
@@ -150,7 +223,17 @@ RESOURCES = {
     "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
     "deployments.apps": "deployments",
     "nodes": "nodes", "node": "nodes", "no": "nodes",
+    "services": "services", "service": "services", "svc": "services",
+    "endpointslices": "endpointslices", "endpointslice": "endpointslices",
+    "endpointslices.discovery.k8s.io": "endpointslices",
+    "endpoints": "endpoints", "endpoint": "endpoints", "ep": "endpoints",
 }
+_SINGULAR = {"pods": "pods", "deployments": "deployments.apps", "nodes": "nodes",
+             "services": "services", "endpointslices": "endpointslices.discovery.k8s.io",
+             "endpoints": "endpoints"}
+_NAME_PREFIX = {"pods": "pod", "deployments": "deployment.apps", "nodes": "node",
+                "services": "service", "endpointslices": "endpointslice.discovery.k8s.io",
+                "endpoints": "endpoints"}
 
 
 def render(snapshot: dict[str, Any], resource: str, output: str = "", name: str = "",
@@ -161,14 +244,15 @@ def render(snapshot: dict[str, Any], resource: str, output: str = "", name: str 
     kind = RESOURCES.get(resource)
     if kind is None:
         raise BadRequest(f'error: the server doesn\'t have a resource type "{resource}"')
-    items = snapshot[kind]
+    items = snapshot["endpointslices" if kind == "endpoints" else kind]
+    if kind == "endpoints":
+        items = [endpoints_object(sl) for sl in items]
     if kind != "nodes" and not all_namespaces:
         items = [i for i in items if i["metadata"].get("namespace", "default") == namespace]
     if name:
         items = [i for i in items if i["metadata"]["name"] == name]
         if not items:
-            singular = {"pods": "pods", "deployments": "deployments.apps", "nodes": "nodes"}[kind]
-            raise NotFound(f'Error from server (NotFound): {singular} "{name}" not found')
+            raise NotFound(f'Error from server (NotFound): {_SINGULAR[kind]} "{name}" not found')
     if output in ("json", "yaml"):
         if name:
             doc: dict[str, Any] = _clean(items[0])
@@ -178,8 +262,7 @@ def render(snapshot: dict[str, Any], resource: str, output: str = "", name: str 
             return json.dumps(doc, indent=4)
         return yaml.safe_dump(doc, sort_keys=False).rstrip()
     if output == "name":
-        prefix = {"pods": "pod", "deployments": "deployment.apps", "nodes": "node"}[kind]
-        return "\n".join(f"{prefix}/{i['metadata']['name']}" for i in items)
+        return "\n".join(f"{_NAME_PREFIX[kind]}/{i['metadata']['name']}" for i in items)
     if output not in ("", "wide"):
         raise BadRequest(f'error: unable to match a printer suitable for the output format '
                          f'"{output}", allowed formats are: json,name,wide,yaml')
@@ -188,4 +271,33 @@ def render(snapshot: dict[str, Any], resource: str, output: str = "", name: str 
         return pods_table(items, wide, namespace, all_namespaces)
     if kind == "deployments":
         return deployments_table(items, wide, namespace)
+    if kind == "services":
+        return services_table(items, wide, all_namespaces, namespace)
+    if kind == "endpointslices":
+        return endpointslices_table(items, all_namespaces, namespace)
+    if kind == "endpoints":
+        return endpoints_table([i["kubenet_slice"] for i in items], all_namespaces, namespace)
     return nodes_table(items, wide)
+
+
+def endpoints_object(slice_: dict[str, Any]) -> dict[str, Any]:
+    """The legacy v1 Endpoints of a Service, mirrored from its EndpointSlice."""
+    ready, not_ready = [], []
+    for ep in slice_["endpoints"]:
+        for address in ep["addresses"]:
+            entry = {"ip": address, "nodeName": ep.get("nodeName"),
+                     "targetRef": ep.get("targetRef")}
+            (ready if ep["conditions"].get("ready") else not_ready).append(entry)
+    subset: dict[str, Any] = {}
+    if ready:
+        subset["addresses"] = ready
+    if not_ready:
+        subset["notReadyAddresses"] = not_ready
+    subset["ports"] = [{k: v for k, v in p.items() if v != ""} for p in slice_["ports"]
+                       if "port" in p]
+    meta = slice_["metadata"]
+    return {"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": meta["labels"]["kubernetes.io/service-name"],
+                         "namespace": meta["namespace"]},
+            "subsets": [subset] if ready or not_ready else [],
+            "kubenet_slice": slice_}

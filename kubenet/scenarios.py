@@ -15,7 +15,8 @@ __all__ = ["SCENARIOS", "manifests_dir", "run"]
 # Each step is applied, then the lab waits for its pods before the next (as a reader would).
 SCENARIOS: dict[str, list[str]] = {
     "empty": [],
-    "article": ["test-deployment.yaml", "test-client1.yaml"],
+    "article": ["test-deployment.yaml", "test-client1.yaml", "test-service.yaml",
+                "test-client2.yaml"],
 }
 
 
@@ -35,6 +36,6 @@ def run(cluster: Cluster, scenario: str) -> list[str]:
     for name in SCENARIOS[scenario]:
         path = manifests_dir() / name
         out += cluster.apply(path.read_text(), str(path.name))
-        if not cluster.wait(cluster.settled, 30):
+        if not cluster.wait(cluster.usable, 30):
             raise KubenetError(f"error: the lab did not settle after {name} within 30s")
     return out

@@ -29,6 +29,7 @@ TOOLS = {
     "conntrack": "conntrack",
     "nc": "netcat-openbsd",
     "dot": "graphviz",
+    "nfacct": "nfacct",
     "python3": "python3",
 }
 _ROOT_FLAGS = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]

@@ -95,7 +95,7 @@ def dep_container(doc):
 # -- valid objects ---------------------------------------------------------------------------
 
 def test_supported_kinds():
-    assert {("v1", "Pod"), ("apps/v1", "Deployment")} == SUPPORTED
+    assert {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service")} == SUPPORTED
 
 
 def test_pod_parses_into_typed_objects():
@@ -325,7 +325,7 @@ def test_metadata_must_be_a_mapping():
     ("apps/v1beta1", "Deployment", "web"),
     ("v1", "Deployment", "web"),
     ("apps/v1", "Pod", "web"),
-    ("v1", "Service", "web"),
+    ("v1", "ConfigMap", "web"),
     ("apps/v1", "ReplicaSet", "web"),
     ("v1", "Pod ", "web"),
 ])

@@ -342,8 +342,8 @@ def test_get_pods_name_output():
 
 def test_unknown_resource():
     with pytest.raises(BadRequest) as info:
-        render(snapshot(), "services")
-    assert str(info.value) == 'error: the server doesn\'t have a resource type "services"'
+        render(snapshot(), "configmaps")
+    assert str(info.value) == 'error: the server doesn\'t have a resource type "configmaps"'
 
 
 @pytest.mark.parametrize("output", ["jsonpath", "xml", "Wide", "custom-columns"])
@@ -355,7 +355,7 @@ def test_bad_output_format(output):
 
 
 def test_render_errors_are_one_line():
-    for call in (lambda: render(snapshot(), "svc"),
+    for call in (lambda: render(snapshot(), "cm"),
                  lambda: render(snapshot(), "pods", name="x"),
                  lambda: render(snapshot(), "pods", output="bad")):
         with pytest.raises((BadRequest, NotFound)) as info:
