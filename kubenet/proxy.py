@@ -75,12 +75,16 @@ class KubeProxy:
         version, services, slices = self.cluster.proxy_state()
         if not self._prepared:
             self._prepare()
-        text = renderer.render(services, slices, node_name=self.node.name,
-                               node_ips=[self.node.ip],
-                               cluster_cidr=self.cluster.topology.pod_cidr,
-                               nfacct=self.nfacct)
+        options = {"node_name": self.node.name, "node_ips": [self.node.ip],
+                   "cluster_cidr": self.cluster.topology.pod_cidr, "nfacct": self.nfacct}
+        text = renderer.render(services, slices, **options)
         if text != self.rules:
-            done = self._run(["iptables-restore", "-w", "--noflush", "--counters"], text)
+            # As kube-proxy does on a full sync: chains it no longer needs are deleted (-X).
+            saved = self._run(["iptables-save", "-t", "nat"]).stdout
+            existing = [line[1:].split()[0] for line in saved.splitlines()
+                        if line.startswith(":")]
+            apply = renderer.render(services, slices, existing_nat_chains=existing, **options)
+            done = self._run(["iptables-restore", "-w", "--noflush", "--counters"], apply)
             if done.returncode != 0:
                 self.error = done.stderr.strip()
                 raise RuntimeError(f"{self.node.name}: iptables-restore: {self.error}")

@@ -21,7 +21,8 @@ The state file is JSON, re-read whenever it changes (polled every ``--poll`` sec
 ``affinity_timeout`` (seconds) to 10800, as does 0. An entry is keyed by name and
 protocol: a new one opens a listener, a removed one closes it (open TCP connections
 carry on), a changed ``proxy_port`` moves it, and endpoint or affinity changes apply to
-the next connection. Write the file atomically (temporary file, then rename).
+the next connection. Write the file atomically (temporary file, then rename); a
+missing, unreadable or invalid file keeps the last good state (and logs ``error``).
 
 Standard output gets one line per connection (per new client for UDP), e.g.
 ``10.0.1.3:40112 -> default/service-test: -> 10.0.2.2:8080``, plus one line per change:
