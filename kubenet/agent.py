@@ -134,8 +134,8 @@ class Agent:
 
         out = {}
         for ns in sorted(os.listdir("/run/netns")):
-            done = subprocess.run(["ip", "-n", ns, "-j", "-d", "-batch", "-"], input=IP_BATCH,
-                                  capture_output=True, text=True)
+            done = subprocess.run(["ip", "-4", "-n", ns, "-j", "-d", "-batch", "-"],
+                                  input=IP_BATCH, capture_output=True, text=True)
             if done.returncode == 0:
                 out[ns] = parse_batch(done.stdout)
         return out

@@ -25,7 +25,15 @@ from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
 from .proxy import KubeProxy
-from .runtime import POD_PATH, PodSandbox, listening_tcp_ports, start_container, stop_process_group
+from .runtime import (
+    POD_PATH,
+    PodSandbox,
+    expand,
+    listening_tcp_ports,
+    node_environment,
+    start_container,
+    stop_process_group,
+)
 from .services import NodePorts, ServiceIPs, describe_service, endpoint_slices, service_object
 from .system import dns_manifests
 from .topology import NodeSpec, PodPlumbing, Topology
@@ -460,8 +468,9 @@ class Cluster:
     @staticmethod
     def _container_env(pod: Pod, c: Container) -> dict[str, str]:
         env = {"PATH": POD_PATH, "HOSTNAME": pod.name, "HOME": str(pod.sandbox.workdir)
-               if pod.sandbox else "/"}
-        env.update(dict(c.env))
+               if pod.sandbox else "/", **node_environment()}
+        for name, value in c.env:
+            env[name] = expand(value, env)
         return env
 
     def _log_path(self, pod: Pod, c: ContainerState, generation: int | None = None) -> Path:
@@ -471,9 +480,10 @@ class Cluster:
 
     def _start_container(self, pod: Pod, c: ContainerState) -> None:
         assert pod.sandbox is not None
-        argv = [*c.spec.command, *c.spec.args]
-        c.proc = start_container(pod.sandbox, argv, self._container_env(pod, c.spec),
-                                 self._log_path(pod, c), c.spec.working_dir or None)
+        env = self._container_env(pod, c.spec)
+        argv = [expand(a, env) for a in (*c.spec.command, *c.spec.args)]
+        c.proc = start_container(pod.sandbox, argv, env, self._log_path(pod, c),
+                                 c.spec.working_dir or None)
         c.state, c.reason, c.exit_code = "running", "", None
         c.started_at, c.finished_at = _now(), ""
         threading.Thread(target=self._watch, args=(pod, c, c.proc), daemon=True).start()

@@ -92,12 +92,14 @@ class Inventory:
         return out
 
     def addresses_table(self) -> Table:
-        rows = [[a.ns, a.iface, a.kind or "-", a.cidr, a.master or "-"]
-                for a in self.addresses if a.iface != "lo"]
-        return Table(["NAMESPACE", "INTERFACE", "KIND", "ADDRESS", "BRIDGE"], rows)
+        rows = [[a.ns, a.iface, a.kind or "-", a.cidr]
+                for a in sorted(self.addresses, key=lambda a: (_ns_order(a.ns), a.iface))
+                if a.iface != "lo"]
+        return Table(["NAMESPACE", "INTERFACE", "KIND", "ADDRESS"], rows)
 
     def routes_table(self) -> Table:
-        rows = [[r.ns, r.dst, r.via or "-", r.dev] for r in self.routes]
+        rows = [[r.ns, r.dst, r.via or "-", r.dev] for r in
+                sorted(self.routes, key=lambda r: (_ns_order(r.ns), r.dst != "default", r.dst))]
         return Table(["NAMESPACE", "DESTINATION", "VIA", "DEVICE"], rows)
 
     def who_holds(self, network: str) -> Table:

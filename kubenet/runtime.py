@@ -9,17 +9,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from .net import NETNS_DIR
 
-__all__ = ["PodSandbox", "start_container", "stop_process_group", "listening_tcp_ports",
-           "resolv_conf", "hosts_file", "POD_PATH"]
+__all__ = ["expand", "node_environment", "PodSandbox", "start_container", "stop_process_group",
+           "listening_tcp_ports", "resolv_conf", "hosts_file", "POD_PATH"]
 
 POD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def node_environment() -> dict[str, str]:
+    """What the lab's kubelet adds to every container: the course's own Python.
+
+    Pods run host programs (there are no images); the lab's system pods need the Python
+    that has kubenet and its libraries.
+    """
+    return {"KUBENET_PYTHON": sys.executable,
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command and args (``$$`` escapes a ``$``)."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return _VAR.sub(sub, arg)
 
 
 def resolv_conf(namespace: str, nameserver: str) -> str:

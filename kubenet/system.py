@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 __all__ = ["CLUSTER_DNS_IP", "dns_manifests"]
@@ -17,9 +16,9 @@ def dns_manifests(records: Path) -> str:
     The names and labels are those of a real cluster's DNS, so ``get pods -n kube-system``
     and the kube-proxy rules look as they do there.
     """
-    python = sys.executable
-    package_root = str(Path(__file__).resolve().parent.parent)
-    command = json.dumps([python, "-m", "kubenet.dns", "--records", str(records)])
+    # $(KUBENET_PYTHON) is expanded by the kubelet, as Kubernetes expands $(VAR) in a
+    # command: the template (and so its hash and pod names) is the same on every machine.
+    command = json.dumps(["$(KUBENET_PYTHON)", "-m", "kubenet.dns", "--records", str(records)])
     return f"""\
 apiVersion: v1
 kind: Service
@@ -51,8 +50,6 @@ spec:
       - name: coredns
         image: kubenet/dns (python3 + dnslib; no image is pulled)
         command: {command}
-        env:
-        - {{name: PYTHONPATH, value: "{package_root}"}}
         ports:
         - {{name: dns, containerPort: 53, protocol: UDP}}
         - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
