@@ -82,6 +82,7 @@ class Agent:
     def op_info(self) -> dict[str, Any]:
         topo = self.cluster.topology
         return {"name": self.name, "tier": self.tier, "pid": os.getpid(),
+                "proxy_mode": self.cluster.proxy_mode,
                 "started": self.started, "gateway": topo.gateway_ip,
                 "external": topo.external_ip, "service_cidr": topo.service_cidr,
                 "pod_cidr": topo.pod_cidr, "node_cidr": topo.node_cidr,
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--owner-fd", type=int)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--proxy-mode", default="iptables")
     args = parser.parse_args(argv)
 
     child = os.fork()
@@ -233,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         listener.bind(args.socket)
         listener.listen(64)
         _private_run()
-        cluster = Cluster(make_topology(args.nodes), Draws(args.seed, ARTICLE), WORKROOT, Net())
+        cluster = Cluster(make_topology(args.nodes), Draws(args.seed, ARTICLE), WORKROOT, Net(),
+                          proxy_mode=args.proxy_mode)
         cluster.build()
         if not cluster.wait(cluster.usable, 30):
             raise KubenetError("error: the lab's DNS and kube-proxy did not come up within 30s")

@@ -41,7 +41,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    record, _ = sandbox.start(args.lab, owned=False, nodes=args.nodes, seed=args.seed)
+    record, _ = sandbox.start(args.lab, owned=False, nodes=args.nodes, seed=args.seed,
+                              proxy_mode=args.proxy_mode)
     try:
         lines = sandbox.call(record, "up", scenario=args.scenario)
     except BaseException:
@@ -184,15 +185,17 @@ def cmd_transcript(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    default_lab = os.environ.get("KUBENET_LAB", state.DEFAULT_LAB)
+    lab_help = "which lab (default: $KUBENET_LAB or 'kubenet')"
+    # --lab may come before or after the command; a subcommand's copy must not reset it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--lab", default=os.environ.get("KUBENET_LAB", state.DEFAULT_LAB),
-                        help="which lab (default: $KUBENET_LAB or 'kubenet')")
+    common.add_argument("--lab", default=argparse.SUPPRESS, help=lab_help)
     ns = argparse.ArgumentParser(add_help=False)
     ns.add_argument("-n", "--namespace", default="default")
 
     parser = argparse.ArgumentParser(
-        prog="kubenet", parents=[common],
-        description="Kubernetes Services, built for real in network namespaces.")
+        prog="kubenet", description="Kubernetes Services, built for real in network namespaces.")
+    parser.add_argument("--lab", default=default_lab, help=lab_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Any, help_: str, *parents: argparse.ArgumentParser):
@@ -205,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="article", choices=["article", "empty"])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--proxy-mode", default="iptables", choices=["iptables", "userspace"],
+                   help="kube-proxy's mode on every node (userspace: the article's 2015 design)")
     add("down", cmd_down, "end a lab: every namespace and process of it")
     add("list", cmd_list, "the labs running for this user")
     p = add("apply", cmd_apply, "create or update objects from a manifest", ns)

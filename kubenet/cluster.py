@@ -24,7 +24,7 @@ from .ipam import HostLocal
 from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
-from .proxy import KubeProxy
+from .proxy import PROXY_MODES, IptablesProxy, Proxy, UserspaceProxy
 from .runtime import (
     POD_PATH,
     PodSandbox,
@@ -170,9 +170,13 @@ class Cluster:
     """Objects, scheduler, IPAM, kubelets and the Deployment controller of one lab."""
 
     def __init__(self, topology: Topology, draws: Draws, workroot: Path, net: Net,
-                 with_dns: bool = True) -> None:
+                 with_dns: bool = True, proxy_mode: str = "iptables") -> None:
+        if proxy_mode not in PROXY_MODES:
+            raise BadRequest(f'error: unknown proxy mode "{proxy_mode}" (choose from: '
+                             f'{", ".join(PROXY_MODES)})')
         self.with_dns = with_dns
-        self.proxies: dict[str, KubeProxy] = {}
+        self.proxy_mode = proxy_mode
+        self.proxies: dict[str, Proxy] = {}
         self.topology = topology
         self.draws = draws
         self.system_draws = Draws(seed=1)  # kube-system never consumes the article's draws
@@ -211,7 +215,8 @@ class Cluster:
             self.net.sysctls(node.name, topo.node_sysctls())
         self._wait_for_carrier()
         self._kubelet.start()
-        self.proxies = {n.name: KubeProxy(self, n) for n in topo.nodes}
+        proxy_class = UserspaceProxy if self.proxy_mode == "userspace" else IptablesProxy
+        self.proxies = {n.name: proxy_class(self, n) for n in topo.nodes}
         for proxy in self.proxies.values():
             proxy.start()
         if self.with_dns:
@@ -681,6 +686,9 @@ class Cluster:
         proxy = self.proxies[node]
         if action == "stop":
             proxy.stop()
+            if proxy.mode == "userspace":
+                return (f"kube-proxy on {node} stopped: its proxy process is gone, so "
+                        "connections to cluster IPs from this node fail")
             return f"kube-proxy on {node} stopped (its rules stay in the kernel)"
         if action == "start":
             proxy.start()
@@ -757,6 +765,9 @@ class Cluster:
         with self.lock:
             self.closing = True
             self.changed.notify_all()
+            for proxy in self.proxies.values():
+                if isinstance(proxy, UserspaceProxy) and proxy.process is not None:
+                    stop_process_group(proxy.process, grace=0)
             for pod in list(self.pods.values()):
                 for c in pod.containers:
                     if c.proc is not None:

@@ -56,11 +56,11 @@ class Lab:
     """
 
     def __init__(self, scenario: str = "article", *, name: str | None = None, nodes: int = 2,
-                 seed: int = 0) -> None:
+                 seed: int = 0, proxy_mode: str = "iptables") -> None:
         self.name = state.valid_name(name or f"lab-{os.getpid()}-{next(_counter)}")
         self._owner_fd: int | None = None
         self._record, self._owner_fd = sandbox.start(self.name, owned=True, nodes=nodes,
-                                                     seed=seed)
+                                                     seed=seed, proxy_mode=proxy_mode)
         atexit.register(self.close)
         try:
             self.output = sandbox.call(self._record, "up", scenario=scenario)
@@ -198,7 +198,7 @@ class Lab:
             info = self.info()
         except Exception:  # an ended lab still prints
             return f"<kubenet.Lab {self.name!r}: not running>"
-        lines = [f"Lab {self.name} ({info['tier']} tier)",
+        lines = [f"Lab {self.name} ({info['tier']} tier, kube-proxy in {info['proxy_mode']} mode)",
                  f"  node network    {info['node_cidr']}   gateway {info['gateway']}",
                  f"  pod network     {info['pod_cidr']}",
                  f"  service network {info['service_cidr']}   (no device holds these)"]

@@ -1,95 +1,77 @@
-"""kube-proxy on each node of the lab: watch Services and EndpointSlices, write the rules.
+"""kube-proxy on each node of the lab: watch Services and EndpointSlices, program the node.
 
-Each node runs one ``KubeProxy`` thread in the agent. On every change it renders the
-node's ruleset with the same pure renderer as ``kubenet render-iptables`` and applies it
-atomically with ``iptables-restore`` inside the node's network namespace, as kube-proxy's
-iptables mode does. Stopping it leaves the rules in place: the kernel keeps forwarding.
+Each node runs one proxy in the agent, in one of two modes:
+- ``IptablesProxy``: renders the node's ruleset with the same pure renderer as
+  ``kubenet render-iptables`` and applies it atomically with ``iptables-restore``, as
+  kube-proxy's iptables mode does. Stopping it leaves the rules: the kernel keeps forwarding.
+- ``UserspaceProxy``: the 2015 design. A proxy process in the node listens on a port per
+  service port; netfilter redirects the cluster IP there; the process opens a second
+  connection to a pod. Stopping it stops the traffic.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .kubeproxy import iptables as renderer
+from .kubeproxy import userspace as portals
 from .net import NETNS_DIR
+from .runtime import listening_tcp_ports, node_environment, stop_process_group
 
 if TYPE_CHECKING:
     from .cluster import Cluster
     from .topology import NodeSpec
 
-__all__ = ["KubeProxy", "NFACCT_COUNTERS"]
+__all__ = ["Proxy", "IptablesProxy", "UserspaceProxy", "NFACCT_COUNTERS", "PROXY_MODES",
+           "PROXY_PORTS"]
 
 # The counters kube-proxy creates with nfnetlink_acct before its rules refer to them.
 NFACCT_COUNTERS = ("localhost_nps_accepted_pkts", "ct_state_invalid_dropped_pkts")
+PROXY_MODES = ("iptables", "userspace")
+# The userspace proxy's ports (its --proxy-port-range): the article's service-test got 10400.
+PROXY_PORTS = (10400, 10999)
 
 
-class KubeProxy:
-    """The iptables-mode kube-proxy of one node."""
+class Proxy:
+    """What both modes share: a thread that syncs the node on every change of the lab."""
+
+    mode = ""
 
     def __init__(self, cluster: Cluster, node: NodeSpec) -> None:
         self.cluster = cluster
         self.node = node
         self.running = False
         self.synced_version = -1
-        self.rules = ""  # the last iptables-restore input applied
         self.syncs = 0
         self.notes: list[str] = []
         self.error = ""
         self._thread: threading.Thread | None = None
-        self._prepared = False
-        self.nfacct = True
 
     def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["nsenter", f"--net={NETNS_DIR}/{self.node.name}", "--", *argv],
                               input=stdin, capture_output=True, text=True)
 
-    def _prepare(self) -> None:
-        """What kube-proxy does once at start: sysctls, nfacct counters, the jump chains."""
-        # Localhost NodePorts need route_localnet, which kube-proxy sets on its node.
-        self._run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"])
-        if shutil.which("nfacct") is None:
-            self.nfacct = False
-            self.notes.append("nfacct is not installed, so the rules leave out kube-proxy's "
-                              "'-m nfacct' counter (apt-get install nfacct)")
-        else:
-            for name in NFACCT_COUNTERS:
-                if self._run(["nfacct", "add", name]).returncode != 0 and \
-                        name not in self._run(["nfacct", "list"]).stdout:
-                    self.nfacct = False
-                    self.notes.append("this kernel cannot make nfacct counters, so the rules "
-                                      "leave out kube-proxy's '-m nfacct' counter")
-        for table, chain, args in renderer.jump_rules():
-            target = args[args.index("-j") + 1]
-            self._run(["iptables", "-w", "-t", table, "-N", target])
-            if self._run(["iptables", "-w", "-t", table, "-C", chain, *args]).returncode != 0:
-                done = self._run(["iptables", "-w", "-t", table, "-I", chain, *args])
-                if done.returncode != 0:
-                    raise RuntimeError(f"{self.node.name}: {done.stderr.strip()}")
-        self._prepared = True
+    def _ensure_rule(self, table: str, chain: str, args: list[str], op: str = "-I") -> None:
+        """kube-proxy's EnsureRule: check with -C, add only when missing."""
+        if self._run(["iptables", "-w", "-t", table, "-C", chain, *args]).returncode != 0:
+            done = self._run(["iptables", "-w", "-t", table, op, chain, *args])
+            if done.returncode != 0:
+                raise RuntimeError(f"{self.node.name}: {done.stderr.strip()}")
+
+    def _restore(self, text: str) -> None:
+        done = self._run(["iptables-restore", "-w", "--noflush", "--counters"], text)
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.node.name}: iptables-restore: {done.stderr.strip()}")
 
     def sync(self) -> None:
-        """One full sync: render everything, apply it in one iptables-restore."""
-        version, services, slices = self.cluster.proxy_state()
-        if not self._prepared:
-            self._prepare()
-        options = {"node_name": self.node.name, "node_ips": [self.node.ip],
-                   "cluster_cidr": self.cluster.topology.pod_cidr, "nfacct": self.nfacct}
-        text = renderer.render(services, slices, **options)
-        if text != self.rules:
-            # As kube-proxy does on a full sync: chains it no longer needs are deleted (-X).
-            saved = self._run(["iptables-save", "-t", "nat"]).stdout
-            existing = [line[1:].split()[0] for line in saved.splitlines()
-                        if line.startswith(":")]
-            apply = renderer.render(services, slices, existing_nat_chains=existing, **options)
-            done = self._run(["iptables-restore", "-w", "--noflush", "--counters"], apply)
-            if done.returncode != 0:
-                self.error = done.stderr.strip()
-                raise RuntimeError(f"{self.node.name}: iptables-restore: {self.error}")
-            self.rules = text
-            self.syncs += 1
+        raise NotImplementedError
+
+    def _mark_synced(self, version: int) -> None:
         with self.cluster.lock:
             self.synced_version = version
             self.cluster.changed.notify_all()
@@ -114,12 +96,13 @@ class KubeProxy:
         if self.running:
             return
         self.running = True
+        self.synced_version = -1  # not synced until the first sync of this run is done
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"kube-proxy-{self.node.name}")
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching; the rules already in the kernel stay, as with a real kube-proxy."""
+        """Stop watching the lab; what is already in the kernel stays."""
         self.running = False
         with self.cluster.lock:
             self.cluster.changed.notify_all()
@@ -130,3 +113,183 @@ class KubeProxy:
     @property
     def synced(self) -> bool:
         return self.running and self.synced_version >= self.cluster.version
+
+
+class IptablesProxy(Proxy):
+    """The iptables-mode kube-proxy of one node."""
+
+    mode = "iptables"
+
+    def __init__(self, cluster: Cluster, node: NodeSpec) -> None:
+        super().__init__(cluster, node)
+        self.rules = ""  # the last ruleset applied (before stale-chain deletions)
+        self.nfacct = True
+        self._prepared = False
+
+    def _prepare(self) -> None:
+        """What kube-proxy does once at start: sysctls, nfacct counters, the jump chains."""
+        # Localhost NodePorts need route_localnet, which kube-proxy sets on its node.
+        self._run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"])
+        if shutil.which("nfacct") is None:
+            self.nfacct = False
+            self.notes.append("nfacct is not installed, so the rules leave out kube-proxy's "
+                              "'-m nfacct' counters (apt-get install nfacct)")
+        else:
+            for name in NFACCT_COUNTERS:
+                if self._run(["nfacct", "add", name]).returncode != 0 and \
+                        name not in self._run(["nfacct", "list"]).stdout:
+                    self.nfacct = False
+                    self.notes.append("this kernel cannot make nfacct counters, so the rules "
+                                      "leave out kube-proxy's '-m nfacct' counters")
+        for table, chain, args in renderer.jump_rules():
+            target = args[args.index("-j") + 1]
+            self._run(["iptables", "-w", "-t", table, "-N", target])
+            self._ensure_rule(table, chain, args)
+        self._prepared = True
+
+    def sync(self) -> None:
+        """One full sync: render everything, apply it in one iptables-restore."""
+        version, services, slices = self.cluster.proxy_state()
+        if not self._prepared:
+            self._prepare()
+        options = {"node_name": self.node.name, "node_ips": [self.node.ip],
+                   "cluster_cidr": self.cluster.topology.pod_cidr, "nfacct": self.nfacct}
+        text = renderer.render(services, slices, **options)
+        if text != self.rules:
+            # As kube-proxy does on a full sync: chains it no longer needs are deleted (-X).
+            saved = self._run(["iptables-save", "-t", "nat"]).stdout
+            existing = [line[1:].split()[0] for line in saved.splitlines()
+                        if line.startswith(":")]
+            self._restore(renderer.render(services, slices, existing_nat_chains=existing,
+                                          **options))
+            self.rules = text
+            self.syncs += 1
+        self._mark_synced(version)
+
+
+class UserspaceProxy(Proxy):
+    """The userspace-mode kube-proxy of one node: rules to a port, and a proxy process."""
+
+    mode = "userspace"
+
+    def __init__(self, cluster: Cluster, node: NodeSpec) -> None:
+        super().__init__(cluster, node)
+        self.state_path = cluster.workroot / "userspace" / f"{node.name}.json"
+        self.log_path = cluster.workroot / "userspace" / f"{node.name}.log"
+        self.ports: dict[tuple[str, str, str, str], int] = {}  # (ns, svc, port, proto) -> port
+        self.process: subprocess.Popen | None = None
+        self.rules = ""
+        self._prepared = False
+
+    def _proxy_port(self, key: tuple[str, str, str, str]) -> int:
+        """The proxy port of a service port: the article's ports count up from 10400; the
+        lab's own system services count down from the top of the range."""
+        if key not in self.ports:
+            taken = set(self.ports.values())
+            low, high = PROXY_PORTS
+            candidates = range(high, low - 1, -1) if key[0] == "kube-system" else \
+                range(low, high + 1)
+            self.ports[key] = next(p for p in candidates if p not in taken)
+        return self.ports[key]
+
+    def _prepare(self) -> None:
+        for rule in portals.init_rules():
+            if rule.op == "-N":
+                self._run(["iptables", "-w", "-t", rule.table, "-N", rule.chain])
+            else:
+                self._ensure_rule(rule.table, rule.chain, list(rule.args), rule.op)
+        self._prepared = True
+
+    def _start_process(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.state_path.parent.mkdir(exist_ok=True)
+        if not self.state_path.exists():
+            self.state_path.write_text('{"services": []}')
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.process = subprocess.Popen(
+                ["nsenter", f"--net={NETNS_DIR}/{self.node.name}", "--",
+                 node_environment()["KUBENET_PYTHON"], "-m", "kubenet.userspace_proxy",
+                 "--state", str(self.state_path), "--poll", "0.05"],
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **node_environment()},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log.close()
+
+    def plan(self, services: list[dict[str, Any]], slices: list[dict[str, Any]],
+             ) -> tuple[dict[str, Any], list[portals.Rule]]:
+        """The proxy process's state and the portal rules, for the current services."""
+        by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for sl in slices:
+            key = (sl["metadata"]["namespace"],
+                   sl["metadata"]["labels"]["kubernetes.io/service-name"])
+            by_service.setdefault(key, []).append(sl)
+        state: list[dict[str, Any]] = []
+        rules: list[portals.Rule] = []
+        for svc in services:
+            meta, spec = svc["metadata"], svc["spec"]
+            for port in spec["ports"]:
+                pname, proto = port.get("name", ""), port["protocol"]
+                key = (meta["namespace"], meta["name"], pname, proto)
+                proxy_port = self._proxy_port(key)
+                name = portals.service_port_name(meta["namespace"], meta["name"], pname)
+                endpoints = [f"{address}:{p['port']}"
+                             for sl in by_service.get((meta["namespace"], meta["name"]), [])
+                             for p in sl["ports"]
+                             if p.get("name", "") == pname and "port" in p
+                             for ep in sl["endpoints"] if ep["conditions"].get("ready")
+                             for address in ep["addresses"]]
+                affinity = spec.get("sessionAffinity", "None")
+                timeout = spec.get("sessionAffinityConfig", {}).get("clientIP", {}).get(
+                    "timeoutSeconds", 10800)
+                state.append({"name": name, "protocol": proto, "proxy_port": proxy_port,
+                              "endpoints": endpoints, "session_affinity": affinity,
+                              "affinity_timeout": timeout})
+                rules += portals.service_rules(name, spec["clusterIP"], port["port"], proto,
+                                               proxy_port, self.node.ip,
+                                               node_port=port.get("nodePort", 0))
+        return {"services": state}, rules
+
+    def sync(self) -> None:
+        version, services, slices = self.cluster.proxy_state()
+        if not self._prepared:
+            self._prepare()
+        self._start_process()
+        state, rules = self.plan(services, slices)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_path)
+        chains = [r for r in portals.init_rules() if r.op == "-N"]
+        text = portals.restore_text(chains, rules)
+        if text != self.rules:
+            self._restore(text)
+            self.rules = text
+            self.syncs += 1
+        self._wait_listening(state)
+        self._mark_synced(version)
+
+    def _wait_listening(self, state: dict[str, Any], timeout: float = 5.0) -> None:
+        """Until the process listens on every TCP proxy port (it reads its state file)."""
+        import time
+
+        wanted = {s["proxy_port"] for s in state["services"] if s["protocol"] == "TCP"}
+        deadline = time.monotonic() + timeout
+        while self.process is not None and self.process.poll() is None:
+            if wanted <= listening_tcp_ports(self.process.pid) or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop the proxy: its process ends, so traffic to cluster IPs stops on this node."""
+        super().stop()
+        if self.process is not None:
+            stop_process_group(self.process, grace=1)
+            self.process = None
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -20,7 +20,8 @@ from .tiers import require_tier, sandbox_flags
 __all__ = ["start", "call", "stop"]
 
 
-def start(name: str, *, owned: bool, nodes: int = 2, seed: int = 0) -> tuple[LabRecord, int | None]:
+def start(name: str, *, owned: bool, nodes: int = 2, seed: int = 0,
+          proxy_mode: str = "iptables") -> tuple[LabRecord, int | None]:
     """Start a lab's anchor and wait until its network is built.
 
     ``owned``: the lab ends when this process ends (the agent watches a pipe whose write
@@ -41,7 +42,8 @@ def start(name: str, *, owned: bool, nodes: int = 2, seed: int = 0) -> tuple[Lab
     owner_r, owner_w = os.pipe() if owned else (None, None)
     argv = ["unshare", *sandbox_flags(tier), sys.executable, "-m", "kubenet.agent",
             "--lab", name, "--tier", tier, "--socket", str(sock_path),
-            "--ready-fd", str(ready_w), "--nodes", str(nodes), "--seed", str(seed)]
+            "--ready-fd", str(ready_w), "--nodes", str(nodes), "--seed", str(seed),
+            "--proxy-mode", proxy_mode]
     pass_fds = [ready_w]
     if owner_r is not None:
         argv += ["--owner-fd", str(owner_r)]
