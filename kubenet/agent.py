@@ -24,7 +24,7 @@ from typing import Any
 from . import rpc, scenarios
 from .cluster import Cluster
 from .draws import ARTICLE, Draws
-from .errors import BadRequest, KubenetError
+from .errors import BadRequest, KubenetError, NotFound
 from .net import Net
 from .topology import NodeSpec, Topology, article_topology
 
@@ -102,6 +102,15 @@ class Agent:
 
     def op_rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
         return self.cluster.rules(node, table, counters)
+
+    def op_proxy_log(self, node: str) -> str:
+        proxy = self.cluster.proxies.get(node)
+        if proxy is None:
+            raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+        if not hasattr(proxy, "log"):
+            raise BadRequest(f"error: kube-proxy on {node} runs in {proxy.mode} mode: there "
+                             "is no proxy process (and no log) in that mode")
+        return proxy.log()
 
     def op_kube_proxy(self, action: str, node: str) -> str:
         return self.cluster.kube_proxy(action, node)

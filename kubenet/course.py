@@ -47,3 +47,21 @@ def endpoints_count(lab: Lab, service: str, expected: int) -> Check:
         return Check(True, f"{service} lists {expected} endpoints: {', '.join(found)}.")
     return Check(False, f"{service} lists {len(found)} endpoint(s), not {expected}. "
                  "Scale the Deployment, then look again.")
+
+
+def probabilities(lab: Lab, node: str, chain: str) -> Check:
+    """Do the probabilities in ``chain`` give every endpoint the same share?"""
+    import re
+
+    rules = str(lab.rules(node, table="nat").grep(f"-A {chain} ")).splitlines()
+    jumps = [r for r in rules if "-j KUBE-SEP-" in r]
+    found = [float(m.group(1)) if (m := re.search(r"--probability (\S+)", r)) else 1.0
+             for r in jumps]
+    n = len(jumps)
+    expected = [1 / (n - i) for i in range(n)]
+    if n < 4:
+        return Check(False, f"{chain} has {n} endpoint rule(s); scale the Deployment to 4.")
+    if all(abs(a - b) < 1e-6 for a, b in zip(found, expected, strict=True)):
+        shown = ", ".join(f"{p:.4f}" for p in found)
+        return Check(True, f"{n} endpoints with probabilities {shown}: each gets 1/{n}.")
+    return Check(False, f"unexpected probabilities {found}")

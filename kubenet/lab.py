@@ -28,6 +28,13 @@ class Text(str):
     def __repr__(self) -> str:
         return str(self)
 
+    def grep(self, pattern: str) -> Text:
+        """The lines that contain ``pattern`` (plain text, not a regular expression)."""
+        return Text("\n".join(line for line in self.splitlines() if pattern in line))
+
+    def tail(self, n: int = 10) -> Text:
+        return Text("\n".join(self.splitlines()[-n:]))
+
 
 @dataclass
 class ExecResult:
@@ -143,6 +150,28 @@ class Lab:
     def rules(self, node: str, table: str = "", counters: bool = False) -> Text:
         """``iptables-save`` of a node: the rules its kube-proxy wrote."""
         return Text(self._call("rules", node=node, table=table, counters=counters)["text"])
+
+    def proxy_log(self, node: str) -> Text:
+        """What the userspace proxy process of ``node`` logged: one line per connection."""
+        return Text(self._call("proxy_log", node=node))
+
+    def conntrack(self, node: str, address: str) -> Table:
+        """The connections ``node``'s kernel tracks to or from ``address``."""
+        from .conntrack import conntrack_table
+
+        out = self.exec(node, "conntrack", "-L", "-o", "extended")
+        return conntrack_table(out.stdout, address)
+
+    def export(self, *resources: str) -> Text:
+        """Objects as multi-document YAML, like ``kubectl get svc,endpointslices -A -o yaml``."""
+        import yaml
+
+        snapshot = self._call("snapshot")
+        docs = []
+        for resource in resources:
+            listing = render(snapshot, resource, "yaml", all_namespaces=True)
+            docs += yaml.safe_load(str(listing))["items"]
+        return Text(yaml.safe_dump_all(docs, sort_keys=False))
 
     def kube_proxy(self, action: str, node: str) -> str:
         """Stop or start the kube-proxy of ``node`` (its rules stay while it is stopped)."""
