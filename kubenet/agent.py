@@ -103,6 +103,9 @@ class Agent:
     def op_rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
         return self.cluster.rules(node, table, counters)
 
+    def op_probe(self, action: str, name: str, namespace: str = "default") -> str:
+        return self.cluster.probe(action, name, namespace)
+
     def op_proxy_log(self, node: str) -> str:
         proxy = self.cluster.proxies.get(node)
         if proxy is None:

@@ -148,6 +148,12 @@ def cmd_render_iptables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    print(sandbox.call(_record(args), "probe", action=args.action, name=args.pod,
+                       namespace=args.namespace))
+    return 0
+
+
 def cmd_kube_proxy(args: argparse.Namespace) -> int:
     print(sandbox.call(_record(args), "kube_proxy", action=args.action, node=args.node))
     return 0
@@ -238,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", default="node1")
     p.add_argument("--node-ip", default="10.100.0.2")
     p.add_argument("--cluster-cidr", default=None)
+    p = add("probe", cmd_probe, "make a pod's probes fail (their packets are dropped), or heal "
+            "them", ns)
+    p.add_argument("action", choices=["fail", "heal"])
+    p.add_argument("pod")
     p = add("kube-proxy", cmd_kube_proxy, "stop or start kube-proxy on a node")
     p.add_argument("action", choices=["stop", "start"])
     p.add_argument("node")

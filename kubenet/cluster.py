@@ -24,6 +24,7 @@ from .ipam import HostLocal
 from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
+from .probes import resolve_port, run_probe
 from .proxy import PROXY_MODES, IptablesProxy, Proxy, UserspaceProxy
 from .runtime import (
     POD_PATH,
@@ -59,6 +60,8 @@ class ContainerState:
     started_at: str = ""
     finished_at: str = ""
     generation: int = 0
+    probe_ready: bool = False  # the readiness probe's verdict (no probe: see _is_ready)
+    last_probe: dict[str, str] = field(default_factory=dict)  # kind -> what happened
 
 
 @dataclass
@@ -491,7 +494,75 @@ class Cluster:
                                  c.spec.working_dir or None)
         c.state, c.reason, c.exit_code = "running", "", None
         c.started_at, c.finished_at = _now(), ""
+        c.probe_ready = False
         threading.Thread(target=self._watch, args=(pod, c, c.proc), daemon=True).start()
+        for kind in ("readiness", "liveness"):
+            if getattr(c.spec, kind) is not None:
+                threading.Thread(target=self._probe_loop, args=(pod, c, c.proc, kind),
+                                 daemon=True).start()
+
+    def _probe_loop(self, pod: Pod, c: ContainerState, proc: subprocess.Popen,
+                    kind: str) -> None:
+        """The kubelet's prober for one probe of one container run, on its period."""
+        probe = getattr(c.spec, kind)
+        successes = failures = 0
+        time.sleep(probe.initial_delay)
+        while not self.closing and not pod.deleting and c.proc is proc and proc.poll() is None:
+            assert pod.sandbox is not None
+            ok, what = run_probe(probe, c.spec, pod.ip, f"/run/netns/{pod.node.name}",
+                                 pod.sandbox.enter_argv)
+            with self.lock:
+                if c.proc is not proc:
+                    return
+                c.last_probe[kind] = what
+                successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
+                if kind == "readiness":
+                    if ok and successes >= probe.success_threshold and not c.probe_ready:
+                        c.probe_ready = True
+                        self._bump()
+                    elif not ok and failures >= probe.failure_threshold and c.probe_ready:
+                        c.probe_ready = False
+                        self._bump()
+                elif failures >= probe.failure_threshold:
+                    # Liveness failed: the kubelet kills the container; restartPolicy decides.
+                    c.last_probe[kind] = f"{what}; container killed to be restarted"
+                    threading.Thread(target=stop_process_group, args=(proc,),
+                                     daemon=True).start()
+                    return
+            time.sleep(probe.period)
+
+    def probe(self, action: str, name: str, namespace: str = "default") -> str:
+        """Break or heal a pod's probes for real: drop the kubelet's probe traffic in the pod.
+
+        The kubelet probes from the node, so its packets reach the pod from the node's
+        bridge address; a DROP rule for them in the pod's own netfilter makes httpGet and
+        tcpSocket probes time out, as a hung server would.
+        """
+        if action not in ("fail", "heal"):
+            raise BadRequest(f'error: unknown action "{action}" (use fail or heal)')
+        with self.lock:
+            pod = self._pod(name, namespace)
+            ports = sorted({resolve_port(pr, c.spec) for c in pod.containers
+                            for pr in (c.spec.readiness, c.spec.liveness)
+                            if pr is not None and pr.action != "exec"})
+            if not ports:
+                raise BadRequest(f'error: pod "{name}" has no httpGet or tcpSocket probe '
+                                 "to break")
+            source = pod.node.bridge_ip
+        for port in ports:
+            rule = ["INPUT", "-s", source, "-p", "tcp", "--dport", str(port), "-m", "comment",
+                    "--comment", "kubenet: kubelet probes dropped", "-j", "DROP"]
+            present = subprocess.run(["nsenter", f"--net=/run/netns/{pod.netns}", "iptables",
+                                      "-w", "-C", *rule], capture_output=True).returncode == 0
+            op = "-I" if action == "fail" else "-D"
+            if (action == "fail") != present:
+                subprocess.run(["nsenter", f"--net=/run/netns/{pod.netns}", "iptables", "-w",
+                                op, *rule], capture_output=True, check=True)
+        ports_text = ",".join(map(str, ports))
+        if action == "fail":
+            return (f"pod/{name}: probes from {source} to port {ports_text} are now dropped "
+                    "(they will time out)")
+        return f"pod/{name}: probes reach port {ports_text} again"
 
     def _watch(self, pod: Pod, c: ContainerState, proc: subprocess.Popen) -> None:
         code = proc.wait()
@@ -535,6 +606,10 @@ class Cluster:
             return False
         if not all(c.state == "running" for c in pod.containers):
             return False
+        if any(c.spec.readiness for c in pod.containers):
+            return all(c.probe_ready or not c.spec.readiness for c in pod.containers)
+        # No readiness probe: Ready once the declared TCP ports listen. (A kubelet would say
+        # Ready at once; there is no image pull here to hide a server's start-up time.)
         wanted = {p.container_port for c in pod.containers for p in c.spec.ports
                   if p.protocol == "TCP"}
         return not wanted or wanted <= listening_tcp_ports(pod.sandbox.pause.pid)
@@ -735,7 +810,8 @@ class Cluster:
             "hostIP": p.node.ip, "podIP": p.ip, "podIPs": [{"ip": p.ip}],
             "startTime": p.start_time, "containerStatuses": statuses,
             "kubenet": {"statusReason": p.status_reason, "age": time.time() - p.created,
-                        "netns": p.netns, "ready": p.ready},
+                        "netns": p.netns, "ready": p.ready,
+                        "probes": {c.spec.name: dict(c.last_probe) for c in p.containers}},
         }
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
                 "status": status}

@@ -151,6 +151,11 @@ class Lab:
         """``iptables-save`` of a node: the rules its kube-proxy wrote."""
         return Text(self._call("rules", node=node, table=table, counters=counters)["text"])
 
+    def probe(self, action: str, pod: str) -> str:
+        """``fail`` or ``heal`` a pod's httpGet/tcpSocket probes (its kubelet's packets are
+        dropped in the pod, so the probes time out for real)."""
+        return self._call("probe", action=action, name=pod)
+
     def proxy_log(self, node: str) -> Text:
         """What the userspace proxy process of ``node`` logged: one line per connection."""
         return Text(self._call("proxy_log", node=node))

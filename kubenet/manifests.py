@@ -15,8 +15,8 @@ import yaml
 
 from .errors import InvalidManifest
 
-__all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "ServicePort", "ServiceSpec",
-           "parse_manifests", "SUPPORTED"]
+__all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "Probe", "ServicePort",
+           "ServiceSpec", "parse_manifests", "SUPPORTED"]
 
 SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service")}
 SERVICE_TYPES = ("ClusterIP", "NodePort")
@@ -38,6 +38,21 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A readiness or liveness probe; exactly one of http_path/tcp/exec_command is used."""
+
+    action: str  # httpGet | tcpSocket | exec
+    port: int | str = 0  # number, or a container port's name
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    initial_delay: int = 0
+    period: int = 10
+    timeout: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
@@ -46,6 +61,8 @@ class Container:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     working_dir: str = ""
+    readiness: Probe | None = None
+    liveness: Probe | None = None
 
 
 @dataclass(frozen=True)
@@ -353,9 +370,53 @@ def _pod_spec(kind: str, name: str, path: str, spec: dict[str, Any]) -> PodSpec:
             env=_env(kind, name, f"{cpath}.env", c.get("env")),
             ports=_ports(kind, name, f"{cpath}.ports", c.get("ports")),
             working_dir=str(c.get("workingDir") or ""),
+            readiness=_probe(kind, name, f"{cpath}.readinessProbe", c.get("readinessProbe")),
+            liveness=_probe(kind, name, f"{cpath}.livenessProbe", c.get("livenessProbe")),
         ))
     node_name = spec.get("nodeName") or ""
     return PodSpec(containers=tuple(parsed), restart_policy=restart, node_name=str(node_name))
+
+
+def _probe(kind: str, name: str, path: str, spec: Any) -> Probe | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise _invalid(kind, name, path, "Invalid value: must be a mapping")
+    actions = [a for a in ("httpGet", "tcpSocket", "exec", "grpc") if spec.get(a) is not None]
+    if len(actions) != 1:
+        raise _invalid(kind, name, path, "Required value: must specify a handler type"
+                       if not actions else "Forbidden: may not specify more than 1 handler type")
+    action = actions[0]
+    if action == "grpc":
+        raise _invalid(kind, name, f"{path}.grpc", "Unsupported value: the lab's kubelet runs "
+                       "httpGet, tcpSocket and exec probes")
+    handler = spec[action]
+    timing = {}
+    for field_name, key, default, low in (("initial_delay", "initialDelaySeconds", 0, 0),
+                                          ("period", "periodSeconds", 10, 1),
+                                          ("timeout", "timeoutSeconds", 1, 1),
+                                          ("success_threshold", "successThreshold", 1, 1),
+                                          ("failure_threshold", "failureThreshold", 3, 1)):
+        value = _default(spec.get(key), default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise _invalid(kind, name, f"{path}.{key}", f"Invalid value: {_value(value)}: must "
+                           f"be greater than or equal to {low}")
+        timing[field_name] = value
+    if action == "exec":
+        command = _strings(kind, name, f"{path}.exec.command", (handler or {}).get("command"))
+        if not command:
+            raise _invalid(kind, name, f"{path}.exec.command", "Required value")
+        return Probe("exec", command=command, **timing)
+    port = (handler or {}).get("port")
+    if port is None:
+        raise _invalid(kind, name, f"{path}.{action}.port", "Required value")
+    if isinstance(port, str) and not port.isdigit():
+        _port_name(kind, name, f"{path}.{action}.port", port)
+    else:
+        port = _port_number(kind, name, f"{path}.{action}.port", int(port)
+                            if isinstance(port, str) else port)
+    probe_path = str(_default((handler or {}).get("path"), "/")) if action == "httpGet" else "/"
+    return Probe(action, port=port, path=probe_path, **timing)
 
 
 def _env(kind: str, name: str, path: str, env: Any) -> tuple[tuple[str, str], ...]:
