@@ -103,6 +103,14 @@ class Agent:
     def op_rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
         return self.cluster.rules(node, table, counters)
 
+    def op_drain(self, node: str) -> list[str]:
+        out = self.cluster.drain(node)
+        self.cluster.wait(self.cluster.usable, 30)
+        return out
+
+    def op_uncordon(self, node: str) -> str:
+        return self.cluster.uncordon(node)
+
     def op_probe(self, action: str, name: str, namespace: str = "default") -> str:
         return self.cluster.probe(action, name, namespace)
 

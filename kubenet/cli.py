@@ -148,6 +148,17 @@ def cmd_render_iptables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    for line in sandbox.call(_record(args), "drain", node=args.node):
+        print(line)
+    return 0
+
+
+def cmd_uncordon(args: argparse.Namespace) -> int:
+    print(sandbox.call(_record(args), "uncordon", node=args.node))
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     print(sandbox.call(_record(args), "probe", action=args.action, name=args.pod,
                        namespace=args.namespace))
@@ -244,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", default="node1")
     p.add_argument("--node-ip", default="10.100.0.2")
     p.add_argument("--cluster-cidr", default=None)
+    p = add("drain", cmd_drain, "cordon a node and move its pods to other nodes")
+    p.add_argument("node")
+    p = add("uncordon", cmd_uncordon, "let a drained node take pods again")
+    p.add_argument("node")
     p = add("probe", cmd_probe, "make a pod's probes fail (their packets are dropped), or heal "
             "them", ns)
     p.add_argument("action", choices=["fail", "heal"])

@@ -180,6 +180,7 @@ class Cluster:
         self.with_dns = with_dns
         self.proxy_mode = proxy_mode
         self.proxies: dict[str, Proxy] = {}
+        self.cordoned: set[str] = set()
         self.topology = topology
         self.draws = draws
         self.system_draws = Draws(seed=1)  # kube-system never consumes the article's draws
@@ -432,7 +433,10 @@ class Cluster:
     def _schedule(self, spec: PodSpec, namespace: str, spread: list[Pod] | None) -> NodeSpec:
         if spec.node_name:
             return self.nodes[spec.node_name]
-        names = sorted(self.nodes)
+        names = sorted(n for n in self.nodes if n not in self.cordoned)
+        if not names:
+            raise BadRequest("error: no node can take the pod: every node is cordoned "
+                             "(kubenet uncordon NODE)")
         draws = self.system_draws if namespace == "kube-system" else self.draws
         if spread is not None:
             # Replicas of one workload spread out, as the default topology spread does.
@@ -827,10 +831,37 @@ class Cluster:
                          "kubenet": {"age": time.time() - d.created, "replicaSet": d.replicaset}}
         return raw
 
+    def drain(self, node: str) -> list[str]:
+        """``kubectl drain``: cordon the node, then evict its pods (controllers replace them)."""
+        with self.lock:
+            if node not in self.nodes:
+                raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+            self.cordoned.add(node)
+            out = [f"node/{node} cordoned"]
+            for pod in sorted((p for p in self.pods.values() if p.node.name == node),
+                              key=lambda p: p.key):
+                out.append(f"evicting pod {pod.namespace}/{pod.name}")
+                self._delete_pod(pod)
+                out.append(f"pod/{pod.name} evicted")
+            for dep in list(self.deployments.values()):
+                self._reconcile(dep)
+            self._bump()
+            out.append(f"node/{node} drained")
+            return out
+
+    def uncordon(self, node: str) -> str:
+        with self.lock:
+            if node not in self.nodes:
+                raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+            self.cordoned.discard(node)
+            self._bump()
+            return f"node/{node} uncordoned"
+
     def _node_object(self, n: NodeSpec) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
-                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]},
+                "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr],
+                         **({"unschedulable": True} if n.name in self.cordoned else {})},
                 "status": {"addresses": [{"type": "InternalIP", "address": n.ip},
                                          {"type": "Hostname", "address": n.name}],
                            "conditions": [{"type": "Ready", "status": "True"}],

@@ -16,8 +16,10 @@ from .printers import Table
 
 __all__ = ["Inventory", "parse_batch", "IP_BATCH"]
 
-# One `ip -j -d -batch -` per namespace: these commands, JSON arrays back to back.
-IP_BATCH = "addr show\nroute show table all\n"
+# One `ip -j -d -batch -` per namespace: these commands, JSON arrays back to back. `-4` hides
+# links without an IPv4 address from `addr show`; `link show` lists them all (bridge ports,
+# host-side veths), and `netns list-id` names the namespaces a veth's `link_netnsid` means.
+IP_BATCH = "addr show\nroute show table all\nlink show\nnetns list-id\n"
 
 
 def parse_batch(text: str) -> list[list[dict[str, Any]]]:
@@ -59,9 +61,17 @@ class Inventory:
         self.addresses: list[Address] = []
         self.routes: list[Route] = []
         self.links: dict[str, list[dict[str, Any]]] = {}
+        # Per namespace: the netnsid a link's `link_netnsid` uses -> the namespace's name.
+        self.nsids: dict[str, dict[int, str]] = {}
         for ns in self.namespaces:
             links, routes = raw[ns][0], raw[ns][1]
+            if len(raw[ns]) > 2:  # every link, with the addresses `addr show` gave
+                addrs = {link["ifindex"]: link.get("addr_info", []) for link in links}
+                links = [{**link, "addr_info": addrs.get(link["ifindex"], [])}
+                         for link in raw[ns][2]]
             self.links[ns] = links
+            self.nsids[ns] = {int(n["nsid"]): n["name"] for n in
+                              (raw[ns][3] if len(raw[ns]) > 3 else []) if "name" in n}
             for link in links:
                 kind = link.get("linkinfo", {}).get("info_kind") or link.get("link_type", "")
                 for a in link.get("addr_info", []):

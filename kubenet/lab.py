@@ -151,6 +151,13 @@ class Lab:
         """``iptables-save`` of a node: the rules its kube-proxy wrote."""
         return Text(self._call("rules", node=node, table=table, counters=counters)["text"])
 
+    def drain(self, node: str) -> list[str]:
+        """``kubectl drain NODE``: no new pods there, and its pods move elsewhere."""
+        return self._call("drain", node=node)
+
+    def uncordon(self, node: str) -> str:
+        return self._call("uncordon", node=node)
+
     def probe(self, action: str, pod: str) -> str:
         """``fail`` or ``heal`` a pod's httpGet/tcpSocket probes (its kubelet's packets are
         dropped in the pod, so the probes time out for real)."""

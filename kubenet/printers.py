@@ -130,7 +130,8 @@ def nodes_table(nodes: list[dict[str, Any]], wide: bool = False) -> Table:
         headers += ["INTERNAL-IP", "EXTERNAL-IP", "POD-CIDR"]
     rows = []
     for n in nodes:
-        row = [n["metadata"]["name"], "Ready", "<none>", human_duration(_kn(n, "age", 0)),
+        status = "Ready,SchedulingDisabled" if n["spec"].get("unschedulable") else "Ready"
+        row = [n["metadata"]["name"], status, "<none>", human_duration(_kn(n, "age", 0)),
                "kubenet"]
         if wide:
             row += [n["status"]["addresses"][0]["address"], "<none>", n["spec"]["podCIDR"]]
