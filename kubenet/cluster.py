@@ -61,6 +61,7 @@ class ContainerState:
     finished_at: str = ""
     generation: int = 0
     probe_ready: bool = False  # the readiness probe's verdict (no probe: see _is_ready)
+    was_ready: bool = False  # the readiness probe succeeded at least once in this run
     last_probe: dict[str, str] = field(default_factory=dict)  # kind -> what happened
 
 
@@ -498,7 +499,7 @@ class Cluster:
                                  c.spec.working_dir or None)
         c.state, c.reason, c.exit_code = "running", "", None
         c.started_at, c.finished_at = _now(), ""
-        c.probe_ready = False
+        c.probe_ready = c.was_ready = False
         threading.Thread(target=self._watch, args=(pod, c, c.proc), daemon=True).start()
         for kind in ("readiness", "liveness"):
             if getattr(c.spec, kind) is not None:
@@ -522,7 +523,7 @@ class Cluster:
                 successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
                 if kind == "readiness":
                     if ok and successes >= probe.success_threshold and not c.probe_ready:
-                        c.probe_ready = True
+                        c.probe_ready = c.was_ready = True
                         self._bump()
                     elif not ok and failures >= probe.failure_threshold and c.probe_ready:
                         c.probe_ready = False
@@ -660,8 +661,9 @@ class Cluster:
                 return True
             if p.spec.restart_policy != "Always":
                 return False
-            return p.ready or any(c.restarts or c.reason == "CrashLoopBackOff"
-                                  for c in p.containers)
+            # Ready, crash-looping, or ready once and now failing its readiness probe.
+            return p.ready or any(c.restarts or c.reason == "CrashLoopBackOff" or
+                                  (c.was_ready and not c.probe_ready) for c in p.containers)
         return all(done(p) for p in self.pods.values())
 
     def logs(self, name: str, namespace: str = "default", container: str | None = None,

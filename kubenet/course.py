@@ -40,9 +40,7 @@ def client_reached(lab: Lab, server_prefix: str = "service-test-") -> Check:
 
 def endpoints_count(lab: Lab, service: str, expected: int) -> Check:
     """Does the Service list ``expected`` ready endpoints?"""
-    text = str(lab.describe("service", service))
-    line = next((x for x in text.splitlines() if x.startswith("Endpoints:")), "")
-    found = [e for e in line.split(":", 1)[1].strip().split(",") if ":" in e]
+    found = lab.endpoints(service)
     if len(found) == expected:
         return Check(True, f"{service} lists {expected} endpoints: {', '.join(found)}.")
     return Check(False, f"{service} lists {len(found)} endpoint(s), not {expected}. "

@@ -218,6 +218,25 @@ class Lab:
         """Every namespace's links, addresses and routes, as the kernel reports them now."""
         return Inventory(self._call("inventory"))
 
+    def draw(self, trace: Any = None) -> Any:
+        """The lab as the kernel reports it now, as a diagram (a ``kubenet.draw.Diagram``):
+        nodes, bridges, veth pairs, pods, the gateway's routes, and the Services' cluster IPs
+        that no device holds. Given a trace (its ``--json`` dict), its path drawn on it."""
+        from .draw import draw_topology, draw_trace
+
+        services = str(self.get("services", output="json", all_namespaces=True))
+        cidr = self.info()["service_cidr"]
+        if trace is None:
+            return draw_topology(self.inventory(), services, service_cidr=cidr)
+        return draw_trace(self.inventory(), trace, services, service_cidr=cidr)
+
+    def draw_rules(self, node: str) -> Any:
+        """``node``'s nat chains as a diagram: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> DNAT,
+        each jump with its probability and its packet counters."""
+        from .draw import draw_rules
+
+        return draw_rules(self.rules(node, counters=True), node=node)
+
     def send_requests(self, pod: str, target: str, count: int = 100) -> Responses:
         """``count`` HTTP requests from ``pod`` to ``target`` (``host:port``), one connection
         each, with nc; returns who answered."""
@@ -226,6 +245,23 @@ class Lab:
                   f"nc -w 2 {shlex.quote(host)} {int(port)}; echo; done")
         out = self.exec(pod, "sh", "-c", script, timeout=max(60.0, count * 0.5))
         return Responses.from_output(out.stdout, count)
+
+    def endpoints(self, service: str, namespace: str = "default") -> list[str]:
+        """The ready ``IP:port`` endpoints of a Service, as ``describe`` lists them."""
+        line = next((x for x in str(self.describe("service", service, namespace)).splitlines()
+                     if x.startswith("Endpoints:")), "")
+        return [e for e in line.split(":", 1)[-1].strip().split(",") if ":" in e]
+
+    def wait_until_endpoints(self, service: str, count: int, timeout: float = 30.0) -> None:
+        """Until the Service lists ``count`` ready endpoints and every kube-proxy has synced
+        (for readiness changes, which come from probes on their own period)."""
+        deadline = time.monotonic() + timeout
+        while len(self.endpoints(service)) != count:
+            if time.monotonic() > deadline:
+                raise BadRequest(f'error: timed out waiting for service "{service}" to have '
+                                 f"{count} ready endpoint(s)")
+            time.sleep(0.1)
+        self.wait(timeout)
 
     def transcript(self) -> str:
         """Every iproute2 command and sysctl write that built this lab, in order."""
