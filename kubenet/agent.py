@@ -103,6 +103,9 @@ class Agent:
     def op_rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:
         return self.cluster.rules(node, table, counters)
 
+    def op_proxy_mode(self, mode: str) -> str:
+        return self.cluster.set_proxy_mode(mode)
+
     def op_drain(self, node: str) -> list[str]:
         out = self.cluster.drain(node)
         self.cluster.wait(self.cluster.usable, 30)

@@ -148,6 +148,11 @@ def cmd_render_iptables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy_mode(args: argparse.Namespace) -> int:
+    print(sandbox.call(_record(args), "proxy_mode", mode=args.mode))
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     for line in sandbox.call(_record(args), "drain", node=args.node):
         print(line)
@@ -199,6 +204,41 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def cmd_transcript(args: argparse.Namespace) -> int:
     print("\n".join(sandbox.call(_record(args), "transcript")))
     return 0
+
+
+def _write_diagram(diagram: Any, output: str | None, fmt: str | None) -> int:
+    fmt = fmt or (os.path.splitext(output)[1].lstrip(".") if output else "") or "svg"
+    data = diagram.pipe(fmt)
+    if output and output != "-":
+        with open(output, "wb") as f:
+            f.write(data)
+        print(f"wrote {output} ({diagram.summary})", file=sys.stderr)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from .lab import Lab
+
+    tiers.require_tier()
+    return _write_diagram(Lab.attach(args.lab).draw(), args.output, args.format)
+
+
+def cmd_draw_rules(args: argparse.Namespace) -> int:
+    from .draw import draw_rules, read_dump
+    from .lab import Lab
+
+    if args.source:
+        text = sys.stdin.read() if args.source == "-" else read_dump(args.source)
+        diagram = draw_rules(text, node=args.node)
+    elif args.node:
+        tiers.require_tier()
+        diagram = Lab.attach(args.lab).draw_rules(args.node)
+    else:
+        raise BadRequest("error: draw-rules needs a NODE of the lab, or --from FILE")
+    return _write_diagram(diagram, args.output, args.format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", default="node1")
     p.add_argument("--node-ip", default="10.100.0.2")
     p.add_argument("--cluster-cidr", default=None)
+    p = add("proxy-mode", cmd_proxy_mode, "switch kube-proxy's mode on every node")
+    p.add_argument("mode", choices=["iptables", "userspace"])
     p = add("drain", cmd_drain, "cordon a node and move its pods to other nodes")
     p.add_argument("node")
     p = add("uncordon", cmd_uncordon, "let a drained node take pods again")
@@ -277,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind")
     p.add_argument("name")
     p.add_argument("--replicas", type=int, required=True)
+    p = add("draw", cmd_draw, "the lab's topology, read from the kernel, as SVG")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    p.add_argument("--format", help="svg (default), png, pdf or dot; else the -o suffix")
+    p = add("draw-rules", cmd_draw_rules, "a node's nat chains (or any iptables-save dump) "
+            "as SVG: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> DNAT, probabilities, counters")
+    p.add_argument("node", nargs="?", help="a node of the lab (with --from: only a title)")
+    p.add_argument("--from", dest="source", metavar="FILE",
+                   help="an iptables-save [-c] dump from anywhere, or - for stdin")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    p.add_argument("--format", help="svg (default), png, pdf or dot; else the -o suffix")
     add("transcript", cmd_transcript, "the ip/sysctl commands that built the lab")
     return parser
 

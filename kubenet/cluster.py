@@ -761,6 +761,25 @@ class Cluster:
         return {"text": done.stdout, "notes": list(proxy.notes) if proxy else [],
                 "running": bool(proxy and proxy.running), "error": proxy.error if proxy else ""}
 
+    def set_proxy_mode(self, mode: str) -> str:
+        """Switch every node's kube-proxy to ``mode``: stop it, clean its rules up, start
+        the other kind, and wait until all nodes have synced."""
+        if mode not in PROXY_MODES:
+            raise BadRequest(f'error: unknown proxy mode "{mode}" (choose from: '
+                             f'{", ".join(PROXY_MODES)})')
+        if mode == self.proxy_mode:
+            return f"kube-proxy already runs in {mode} mode"
+        proxy_class = UserspaceProxy if mode == "userspace" else IptablesProxy
+        for name, old in list(self.proxies.items()):
+            old.stop()
+            old.cleanup()
+            self.proxies[name] = proxy_class(self, self.nodes[name])
+        self.proxy_mode = mode
+        for proxy in self.proxies.values():
+            proxy.start()
+        self.wait(lambda: all(p.synced for p in self.proxies.values()), 30)
+        return f"kube-proxy now runs in {mode} mode on every node"
+
     def kube_proxy(self, action: str, node: str) -> str:
         if node not in self.proxies:
             raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')

@@ -151,6 +151,10 @@ class Lab:
         """``iptables-save`` of a node: the rules its kube-proxy wrote."""
         return Text(self._call("rules", node=node, table=table, counters=counters)["text"])
 
+    def set_proxy_mode(self, mode: str) -> str:
+        """Run kube-proxy in ``iptables`` or ``userspace`` mode on every node from now on."""
+        return self._call("proxy_mode", mode=mode)
+
     def drain(self, node: str) -> list[str]:
         """``kubectl drain NODE``: no new pods there, and its pods move elsewhere."""
         return self._call("drain", node=node)

@@ -50,6 +50,7 @@ class Proxy:
         self.syncs = 0
         self.notes: list[str] = []
         self.error = ""
+        self.rules = ""
         self._thread: threading.Thread | None = None
 
     def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -70,6 +71,23 @@ class Proxy:
 
     def sync(self) -> None:
         raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Remove every KUBE-* chain and the jumps to them, as ``kube-proxy --cleanup`` does
+        when a node changes proxy mode. One atomic iptables-restore per table."""
+        for table in ("nat", "filter"):
+            saved = self._run(["iptables-save", "-t", table]).stdout
+            chains = [line[1:].split()[0] for line in saved.splitlines()
+                      if line.startswith(":KUBE-")]
+            if not chains:
+                continue
+            jumps = [line.replace("-A ", "-D ", 1) for line in saved.splitlines()
+                     if line.startswith("-A ") and not line.startswith("-A KUBE-")
+                     and any(line.endswith(f"-j {c}") for c in chains)]
+            text = "\n".join([f"*{table}", *(f":{c} - [0:0]" for c in chains), *jumps,
+                              *(f"-X {c}" for c in chains), "COMMIT", ""])
+            self._restore(text)
+        self.rules = ""
 
     def _mark_synced(self, version: int) -> None:
         with self.cluster.lock:

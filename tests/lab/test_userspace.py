@@ -57,3 +57,18 @@ def test_stopping_the_userspace_proxy_stops_traffic():
         assert split.answered == 0
         lab.kube_proxy("start", "node1")
         assert lab.send_requests(SERVERS[0], "10.3.241.152:80", count=4).failed == 0
+
+
+def test_switching_proxy_mode_both_ways(run_cli, lab_name):
+    run_cli("up", lab=lab_name, check=True)
+    assert "userspace mode" in run_cli("proxy-mode", "userspace", lab=lab_name, check=True).stdout
+    nat = run_cli("rules", "node1", "-t", "nat", lab=lab_name, check=True).stdout
+    assert "KUBE-PORTALS-CONTAINER" in nat and "KUBE-SVC-" not in nat
+    ask = ["exec", "--lab", lab_name, SERVERS[0], "--", "sh", "-c",
+           "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 service-test 80"]
+    assert "Hello from" in run_cli(*ask).stdout
+    run_cli("proxy-mode", "iptables", lab=lab_name, check=True)
+    nat = run_cli("rules", "node1", "-t", "nat", lab=lab_name, check=True).stdout
+    assert "KUBE-PORTALS" not in nat and "KUBE-SVC-" in nat
+    assert "10400" not in run_cli("exec", "--lab", lab_name, "node1", "--", "ss", "-lnt").stdout
+    assert "Hello from" in run_cli(*ask).stdout
