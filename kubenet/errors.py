@@ -18,6 +18,10 @@ class KubenetError(Exception):
 
     kind = "error"
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: the same one line as the CLI."""
+        return [str(self)]
+
 
 class InvalidManifest(KubenetError):
     """A manifest that Kubernetes itself would reject."""

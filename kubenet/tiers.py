@@ -133,6 +133,33 @@ def check() -> Report:
     return report
 
 
+class HostCheck:
+    """The answer to "can this machine build labs?", for the first cell of a notebook."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    def __repr__(self) -> str:
+        r = self.report
+        if r.ok:
+            return (f"This machine can build labs (tier: {r.tier}). Run the cells in order; "
+                    "each lab ends when the notebook closes it.")
+        why = r.reason or "missing tools: " + ", ".join(
+            f"{t} (apt-get install {TOOLS[t]})" for t in r.missing_tools)
+        return ("This machine cannot build labs: " + why + ".\nYou can still read every "
+                "notebook: the outputs stored in it come from a real run of the same cells. "
+                "Cells that build a lab will stop with this same message.")
+
+
+def ready() -> HostCheck:
+    """Never raises: says whether labs can run here, and what to do if not."""
+    return HostCheck(check())
+
+
 def require_tier() -> str:
     """The tier a lab can use here; raise with what to do when there is none."""
     report = check()
