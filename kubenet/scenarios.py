@@ -38,4 +38,7 @@ def run(cluster: Cluster, scenario: str) -> list[str]:
         out += cluster.apply(path.read_text(), str(path.name))
         if not cluster.wait(cluster.usable, 30):
             raise KubenetError(f"error: the lab did not settle after {name} within 30s")
+    # usable: every pod (the cluster DNS too) settled, every kube-proxy synced
+    if not cluster.wait(cluster.usable, 30):
+        raise KubenetError("error: the lab's DNS and kube-proxy did not come up within 30s")
     return out
