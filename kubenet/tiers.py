@@ -165,7 +165,8 @@ def require_tier() -> str:
     report = check()
     if report.tier == "unavailable":
         raise Unavailable(f"error: cannot build a lab on this host: {report.reason}")
-    essential = [t for t in ("ip", "unshare", "nsenter") if report.tools[t] is None]
+    essential = [t for t in ("ip", "unshare", "nsenter", "iptables", "iptables-save",
+                             "iptables-restore") if report.tools[t] is None]
     if essential:
         pkgs = " ".join(sorted({TOOLS[t] for t in essential}))
         raise ToolMissing(f"error: {', '.join(essential)} not found: apt-get install {pkgs}")

@@ -181,3 +181,20 @@ def test_render_iptables_cli(run_cli, tmp_path):
     assert "*nat" in out and "*filter" in out
     assert "--probability 0.5000000000" in out
     assert "-j DNAT --to-destination 10.0.2.2:8080" in out
+
+
+def test_session_affinity_client_ip_keeps_a_client_on_one_pod(empty_lab):
+    empty_lab.apply("notebooks/manifests/test-deployment.yaml")
+    empty_lab.apply(textwrap.dedent("""\
+        kind: Service
+        apiVersion: v1
+        metadata: {name: service-test}
+        spec:
+          selector: {app: service_test_pod}
+          sessionAffinity: ClientIP
+          ports: [{port: 80, targetPort: http}]
+        """))
+    nat = str(empty_lab.rules("node1", table="nat"))
+    assert "-m recent" in nat and "--rcheck --seconds 10800 --reap" in nat
+    split = empty_lab.send_requests(SERVERS[0], "service-test:80", count=20)
+    assert split.failed == 0 and len(split.counts) == 1  # one client address, one pod
