@@ -167,6 +167,12 @@ class Agent:
     def op_transcript(self) -> list[str]:
         return list(self.cluster.net.transcript)
 
+    def op_trace(self, source: str, dest: str, namespace: str = "default") -> dict[str, Any]:
+        """A real SYN from ``source`` to ``dest`` (HOST:PORT), captured hop by hop."""
+        from .packets import tracer
+
+        return tracer(self.cluster).trace(source, dest, namespace).to_wire()
+
     def op_exec(self, target: str, argv: list[str], namespace: str = "default",
                 stdin: str | None = None, timeout: float = 60.0,
                 _fds: list[int] | None = None, _sock: socket.socket | None = None,
@@ -260,9 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         _private_run()
         cluster = Cluster(make_topology(args.nodes), Draws(args.seed, ARTICLE), WORKROOT, Net(),
                           proxy_mode=args.proxy_mode)
-        cluster.build()
-        if not cluster.wait(cluster.usable, 30):
-            raise KubenetError("error: the lab's DNS and kube-proxy did not come up within 30s")
+        cluster.build()  # the DNS pod starts in the background; `up` waits for it
     except Exception as err:
         message = str(err) if isinstance(err, KubenetError) else f"error: {err}"
         ready.write(message.replace("\n", " ") + "\n")

@@ -201,6 +201,23 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    from .trace import Trace
+
+    result = Trace.from_wire(sandbox.call(_record(args), "trace", source=args.source,
+                                          dest=args.dest, namespace=args.namespace))
+    if args.json:
+        print(result.headline(), file=sys.stderr)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.text())
+    return 0
+
+
 def cmd_transcript(args: argparse.Namespace) -> int:
     print("\n".join(sandbox.call(_record(args), "transcript")))
     return 0
@@ -329,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an iptables-save [-c] dump from anywhere, or - for stdin")
     p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.add_argument("--format", help="svg (default), png, pdf or dot; else the -o suffix")
+    p = add("trace", cmd_trace, "send a real SYN and show its walk: hops, rules, conntrack", ns)
+    p.add_argument("source", metavar="FROM", help="a running pod, a node, gateway or external")
+    p.add_argument("dest", metavar="DEST:PORT", help="an address or a Service name, and a port")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     add("transcript", cmd_transcript, "the ip/sysctl commands that built the lab")
     return parser
 

@@ -267,6 +267,20 @@ class Lab:
             time.sleep(0.1)
         self.wait(timeout)
 
+    def trace(self, source: str, dest: str, json: bool = False, namespace: str = "default",
+              ) -> Any:
+        """Send a real TCP SYN from ``source`` (a running pod, a node, ``gateway`` or
+        ``external``) to ``dest`` (``HOST:PORT``; HOST an address or a Service name) and
+        show its walk: every interface it crossed, the rules it matched on each node (the
+        kernel's own trace), the conntrack entries and the reply. Returns a
+        :class:`kubenet.trace.Trace` (shown as tables), or with ``json=True`` the document
+        ``kubenet trace --json`` prints."""
+        from .trace import Trace
+
+        result = Trace.from_wire(self._call("trace", source=source, dest=dest,
+                                            namespace=namespace))
+        return result.to_json() if json else result
+
     def transcript(self) -> str:
         """Every iproute2 command and sysctl write that built this lab, in order."""
         return "\n".join(self._call("transcript"))
