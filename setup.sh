@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 
-APT_PACKAGES="python3 python3-venv iproute2 iptables nftables graphviz netcat-openbsd conntrack procps util-linux iputils-ping nfacct"
+APT_PACKAGES="python3 python3-venv iproute2 iptables nftables graphviz netcat-openbsd conntrack procps util-linux iputils-ping nfacct chromium wrk iperf3 nginx"
 launch=yes
 for arg in "$@"; do
   case "$arg" in
