@@ -122,8 +122,22 @@ class Pod:
         return self.phase
 
 
+class _Applied:
+    """An object kept from a manifest: its name and namespace are the manifest's."""
+
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def namespace(self) -> str:
+        return self.manifest.namespace
+
+
 @dataclass
-class Deployment:
+class Deployment(_Applied):
     manifest: Manifest
     hash: str
     uid: str
@@ -131,20 +145,12 @@ class Deployment:
     created_at: str = field(default_factory=_now)
 
     @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def namespace(self) -> str:
-        return self.manifest.namespace
-
-    @property
     def replicaset(self) -> str:
         return f"{self.name}-{self.hash}"
 
 
 @dataclass
-class Service:
+class Service(_Applied):
     manifest: Manifest
     cluster_ip: str
     node_ports: list[int]
@@ -152,14 +158,6 @@ class Service:
     slice_name: str
     created: float = field(default_factory=time.time)
     created_at: str = field(default_factory=_now)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def namespace(self) -> str:
-        return self.manifest.namespace
 
     def object(self) -> dict[str, Any]:
         assert self.manifest.service is not None

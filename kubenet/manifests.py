@@ -202,6 +202,14 @@ def _port_number(kind: str, name: str, path: str, value: Any) -> int:
     return value
 
 
+def _protocol(kind: str, name: str, path: str, value: Any) -> str:
+    protocol = _default(value, "TCP")
+    if protocol not in ("TCP", "UDP", "SCTP"):
+        raise _invalid(kind, name, path, f"Unsupported value: {_value(protocol)}: supported "
+                       'values: "SCTP", "TCP", "UDP"')
+    return protocol
+
+
 def _port_name(kind: str, name: str, path: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 15 or not _IANA_SVC_NAME.match(value) \
             or not re.search("[a-z]", value):
@@ -236,10 +244,7 @@ def _service(kind: str, name: str, spec: dict[str, Any]) -> ServiceSpec:
             if pname in names:
                 raise _invalid(kind, name, f"{path}.name", f"Duplicate value: {_value(pname)}")
             names.add(pname)
-        protocol = _default(p.get("protocol"), "TCP")
-        if protocol not in ("TCP", "UDP", "SCTP"):
-            raise _invalid(kind, name, f"{path}.protocol", f"Unsupported value: "
-                           f'{_value(protocol)}: supported values: "SCTP", "TCP", "UDP"')
+        protocol = _protocol(kind, name, f"{path}.protocol", p.get("protocol"))
         if p.get("port") is None:
             raise _invalid(kind, name, f"{path}.port", "Required value")
         number = _port_number(kind, name, f"{path}.port", p["port"])
@@ -450,17 +455,11 @@ def _ports(kind: str, name: str, path: str, ports: Any) -> tuple[ContainerPort, 
                            " must be between 1 and 65535, inclusive")
         pname = p.get("name") or ""
         if pname:
-            if not isinstance(pname, str) or len(pname) > 15 or not _IANA_SVC_NAME.match(pname) \
-                    or not re.search("[a-z]", pname):
-                raise _invalid(kind, name, f"{ppath}.name", f"Invalid value: {_value(pname)}: must "
-                               "be no more than 15 characters, lower case letters, digits and '-'")
+            _port_name(kind, name, f"{ppath}.name", pname)
             if pname in names:
                 raise _invalid(kind, name, f"{ppath}.name", f"Duplicate value: {_value(pname)}")
             names.add(pname)
-        protocol = _default(p.get("protocol"), "TCP")
-        if protocol not in ("TCP", "UDP", "SCTP"):
-            raise _invalid(kind, name, f"{ppath}.protocol", f"Unsupported value: "
-                           f'{_value(protocol)}: supported values: "SCTP", "TCP", "UDP"')
+        protocol = _protocol(kind, name, f"{ppath}.protocol", p.get("protocol"))
         out.append(ContainerPort(container_port=number, name=pname, protocol=protocol))
     return tuple(out)
 
