@@ -8,7 +8,7 @@ VENV=${KUBENET_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || { echo "run ./setup.sh --no-launch first" >&2; exit 2; }
 
 echo "== ruff"
-"$VENV/bin/ruff" check kubenet tests
+"$VENV/bin/ruff" check kubenet tests bench
 echo "== pytest ($(id -un))"
 "$VENV/bin/python" -m pytest "$@"
 

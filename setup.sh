@@ -24,7 +24,18 @@ if [ -n "$missing" ]; then
     echo "setup: installing system packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
+    # nginx is only a program the benchmark runs inside a lab's pods: keep Debian from
+    # starting (and enabling) it as this machine's web server while it is installed.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    fi
     apt-get install -y -q --no-install-recommends $missing >/dev/null
+    [ -n "$policy" ] && rm -f "$policy"
+    case " $missing " in
+      *" nginx "*) command -v systemctl >/dev/null && systemctl disable nginx >/dev/null 2>&1 || true ;;
+    esac
   else
     echo "setup: these system packages are missing. Ask an administrator to run:" >&2
     echo "  sudo apt-get install -y$missing" >&2

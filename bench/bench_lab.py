@@ -51,12 +51,12 @@ def main() -> None:
     lab_up, close, get, logs, exe, delete = [], [], [], [], [], []
     for _ in range(runs):
         box: list[kubenet.Lab] = []
-        lab_up.append(timed(lambda: box.append(kubenet.Lab("article"))))
+        lab_up.append(timed(lambda box=box: box.append(kubenet.Lab("article"))))
         lab = box[0]
-        get.append(timed(lambda: lab.get("pods", output="wide")))
-        logs.append(timed(lambda: lab.logs("service-test-client1")))
-        exe.append(timed(lambda: lab.exec("service-test-6ffd9ddbbf-kf4j2", "ip", "addr")))
-        delete.append(timed(lambda: lab.delete_pod("service-test-6ffd9ddbbf-kf4j2")))
+        get.append(timed(lambda lab=lab: lab.get("pods", output="wide")))
+        logs.append(timed(lambda lab=lab: lab.logs("service-test-client1")))
+        exe.append(timed(lambda lab=lab: lab.exec("service-test-6ffd9ddbbf-kf4j2", "ip", "addr")))
+        delete.append(timed(lambda lab=lab: lab.delete_pod("service-test-6ffd9ddbbf-kf4j2")))
         close.append(timed(lab.close))
     report("Lab('article')", lab_up)
     report("lab.get('pods', output='wide')", get)

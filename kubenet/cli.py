@@ -39,6 +39,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_cli
+
+    return run_cli(args)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     record, _ = sandbox.start(args.lab, owned=False, nodes=args.nodes, seed=args.seed,
@@ -278,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("doctor", cmd_doctor, "tier, tools and kernel features; exit 0 iff a lab can run")
+    p = add("bench", cmd_bench, "measure the data path in its own lab: direct to a pod vs "
+            "through the cluster IP, per proxy mode; tables, JSON Lines, plots")
+    from .bench import add_arguments as bench_arguments
+
+    bench_arguments(p)
     p = add("up", cmd_up, "start a lab (the article's cluster by default)")
     p.add_argument("--scenario", default="article", choices=["article", "empty"])
     p.add_argument("--nodes", type=int, default=2)
