@@ -1333,3 +1333,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------
+# Reading committed results (notebook 08).
+# ----------------------------------------------------------------------------------
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+@dataclass
+class Results:
+    """A finished run, read back from its ``results.jsonl`` and ``machine.json``."""
+
+    figures: list[dict[str, Any]]
+    summary: dict[str, Any]
+    machine: dict[str, Any]
+    directory: Path
+
+    @classmethod
+    def load(cls, directory: Path | str = RESULTS_DIR) -> Results:
+        directory = Path(directory)
+        lines = [json.loads(line) for line in
+                 (directory / "results.jsonl").read_text().splitlines() if line.strip()]
+        machine = json.loads((directory / "machine.json").read_text())
+        return cls(lines[:-1], lines[-1], machine, directory)
+
+    def machine_line(self) -> str:
+        m = self.machine
+        virtual = " (virtual machine)" if m.get("virtualized") else ""
+        return (f"{m.get('cpu')}, {m.get('cores')} cores{virtual}, {m.get('memory_gib')} GiB, "
+                f"kernel {m.get('kernel')}, {m.get('os')}, {m.get('tier')} tier")
+
+    def ratio(self, mode: str, kind: str = "") -> float | None:
+        """``mode`` over direct: requests/s with a new connection per request by default,
+        ``kind="keepalive"`` or ``"bulk"`` for the others."""
+        return self.summary.get(f"ratio_{mode}_direct" + (f"_{kind}" if kind else ""))
+
+    def plot(self, name: str) -> Any:
+        """A saved plot (``datapath``, ``latency``, ``port_reuse``), shown inline."""
+        from IPython.display import SVG
+
+        return SVG(filename=str(self.directory / f"{name}.svg"))
+
+    def __repr__(self) -> str:
+        return format_table(self.figures, self.summary)
