@@ -16,8 +16,12 @@ __all__ = ["main"]
 
 
 def _record(args: argparse.Namespace) -> state.LabRecord:
-    tiers.require_tier()
-    return state.read_record(args.lab)
+    """The running lab; when there is none, say why if this host cannot run labs at all."""
+    try:
+        return state.read_record(args.lab)
+    except NotFound:
+        tiers.require_tier()
+        raise
 
 
 def _read_manifest(path: str) -> tuple[str, str]:

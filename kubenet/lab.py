@@ -251,10 +251,15 @@ class Lab:
         return Responses.from_output(out.stdout, count)
 
     def endpoints(self, service: str, namespace: str = "default") -> list[str]:
-        """The ready ``IP:port`` endpoints of a Service, as ``describe`` lists them."""
-        line = next((x for x in str(self.describe("service", service, namespace)).splitlines()
-                     if x.startswith("Endpoints:")), "")
-        return [e for e in line.split(":", 1)[-1].strip().split(",") if ":" in e]
+        """The ready ``IP:port`` endpoints of a Service, sorted by IP as ``describe`` lists
+        them."""
+        from .services import endpoints_of
+
+        slices = [sl for sl in self._call("snapshot")["endpointslices"]
+                  if sl["metadata"]["namespace"] == namespace
+                  and sl["metadata"]["labels"]["kubernetes.io/service-name"] == service]
+        return sorted({e for sl in slices for e in endpoints_of(sl)},
+                      key=lambda e: tuple(int(x) for x in e.replace(":", ".").split(".")))
 
     def wait_until_endpoints(self, service: str, count: int, timeout: float = 30.0) -> None:
         """Until the Service lists ``count`` ready endpoints and every kube-proxy has synced
