@@ -35,7 +35,14 @@ from .runtime import (
     start_container,
     stop_process_group,
 )
-from .services import NodePorts, ServiceIPs, describe_service, endpoint_slices, service_object
+from .services import (
+    NodePorts,
+    ServiceIPs,
+    describe_service,
+    endpoint_slices,
+    service_env,
+    service_object,
+)
 from .system import dns_manifests
 from .topology import NodeSpec, PodPlumbing, Topology
 
@@ -476,10 +483,13 @@ class Cluster:
         self._bump()
         return pod
 
-    @staticmethod
-    def _container_env(pod: Pod, c: Container) -> dict[str, str]:
+    def _container_env(self, pod: Pod, c: Container) -> dict[str, str]:
+        """What a container's processes see: PATH, HOSTNAME, the Services of its namespace
+        (as Kubernetes' service links), then its own env, with $(VAR) expanded."""
+        services = [svc.object() for svc in self.services.values()]
         env = {"PATH": POD_PATH, "HOSTNAME": pod.name, "HOME": str(pod.sandbox.workdir)
-               if pod.sandbox else "/", **node_environment()}
+               if pod.sandbox else "/", **node_environment(),
+               **service_env(services, pod.namespace)}
         for name, value in c.env:
             env[name] = expand(value, env)
         return env

@@ -296,3 +296,31 @@ def _endpoints_for_port(slice_: dict[str, Any] | None, port_name: str) -> list[s
         if ep["conditions"].get("ready"):
             out += [(ipaddress.ip_address(a), n, a) for a in ep["addresses"] for n in numbers]
     return [f"{a}:{n}" for _, n, a in sorted(out)]
+
+
+def service_env(services: list[dict[str, Any]], namespace: str) -> dict[str, str]:
+    """The variables the kubelet gives every container for each Service of its namespace
+    (``enableServiceLinks``): ``SERVICE_TEST_SERVICE_HOST=10.3.241.152`` and kin."""
+    env: dict[str, str] = {}
+    for svc in services:
+        meta, spec = svc["metadata"], svc["spec"]
+        ip = spec.get("clusterIP")
+        if meta["namespace"] != namespace or not ip or ip == "None" or not spec["ports"]:
+            continue
+        prefix = meta["name"].upper().replace("-", "_")
+        first = spec["ports"][0]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(first["port"])
+        for port in spec["ports"]:
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = \
+                    str(port["port"])
+        env[f"{prefix}_PORT"] = f"{first['protocol'].lower()}://{ip}:{first['port']}"
+        for port in spec["ports"]:
+            proto = port["protocol"]
+            base = f"{prefix}_PORT_{port['port']}_{proto}"
+            env[base] = f"{proto.lower()}://{ip}:{port['port']}"
+            env[f"{base}_PROTO"] = proto.lower()
+            env[f"{base}_PORT"] = str(port["port"])
+            env[f"{base}_ADDR"] = ip
+    return env

@@ -72,3 +72,15 @@ def test_pod_can_reach_pods_on_both_nodes_and_the_external_client(article_lab):
                                f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080")
         assert "Hello from service-test-6ffd9ddbbf-" in out.stdout
     assert article_lab.exec("external", "ping", "-c1", "-W2", "10.100.0.2").returncode == 0
+
+
+def test_pods_started_after_the_service_get_its_environment(article_lab):
+    # client2 was started after the Service existed: it had the service links
+    out = article_lab.exec("service-test-6ffd9ddbbf-kf4j2", "sh", "-c", "echo $HOSTNAME")
+    assert out.stdout.strip() == "service-test-6ffd9ddbbf-kf4j2"
+    article_lab.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: env-reader}\nspec:\n"
+                      "  containers: [{name: c, image: busybox, command: [sleep, infinity]}]\n")
+    env = article_lab.exec("env-reader", "env").stdout
+    assert "SERVICE_TEST_SERVICE_HOST=10.3.241.152" in env
+    assert "SERVICE_TEST_PORT=tcp://10.3.241.152:80" in env
+    article_lab.delete("pod", "env-reader")

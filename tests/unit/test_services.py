@@ -717,3 +717,21 @@ def test_describe_lines_are_aligned_and_not_padded():
         columns.add(len(key) + 1 + len(value) - len(value.lstrip()))
     assert len(columns) == 1
     assert all(line == line.rstrip() for line in out.splitlines())
+
+
+def test_service_env_is_kubernetes_service_links():
+    from kubenet.services import service_env
+
+    svc = {"metadata": {"name": "service-test", "namespace": "default"},
+           "spec": {"clusterIP": "10.3.241.152",
+                    "ports": [{"port": 80, "protocol": "TCP"},
+                              {"name": "dns-tcp", "port": 53, "protocol": "UDP"}]}}
+    other = {"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+             "spec": {"clusterIP": "10.3.240.10", "ports": [{"port": 53, "protocol": "UDP"}]}}
+    env = service_env([svc, other], "default")
+    assert env["SERVICE_TEST_SERVICE_HOST"] == "10.3.241.152"
+    assert env["SERVICE_TEST_SERVICE_PORT"] == "80"
+    assert env["SERVICE_TEST_SERVICE_PORT_DNS_TCP"] == "53"
+    assert env["SERVICE_TEST_PORT"] == "tcp://10.3.241.152:80"
+    assert env["SERVICE_TEST_PORT_53_UDP_ADDR"] == "10.3.241.152"
+    assert not any(k.startswith("KUBE_DNS") for k in env)
