@@ -107,7 +107,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if not args.kind or not args.names:
             raise BadRequest("error: you must specify a resource and a name, or -f FILE")
         kind = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
-                "deployments.apps": "deployment"}.get(args.kind, args.kind)
+                "deployments.apps": "deployment", "svc": "service", "services": "service",
+                "endpointslices": "endpointslice"}.get(args.kind, args.kind)
         lines = []
         for name in args.names:
             lines += sandbox.call(record, "delete", kind=kind, name=name,

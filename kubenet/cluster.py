@@ -187,6 +187,7 @@ class Cluster:
         self.proxy_mode = proxy_mode
         self.proxies: dict[str, Proxy] = {}
         self.cordoned: set[str] = set()
+        self.manual_slices: dict[tuple[str, str], dict[str, Any]] = {}
         self.topology = topology
         self.draws = draws
         self.system_draws = Draws(seed=1)  # kube-system never consumes the article's draws
@@ -258,6 +259,8 @@ class Cluster:
         """Refuse, before anything changes, what the API server would refuse."""
         if m.kind == "Service":
             self._check_service(m)
+            return
+        if m.kind == "EndpointSlice":
             return
         assert m.pod_spec is not None
         node = m.pod_spec.node_name
@@ -337,6 +340,23 @@ class Cluster:
     def _apply_one(self, m: Manifest) -> str:
         if m.kind == "Service":
             return self._apply_service(m)
+        if m.kind == "EndpointSlice":
+            key = (m.namespace, m.name)
+            old = self.manual_slices.get(key)
+            if old is not None and old == m.raw:
+                return f"endpointslice.discovery.k8s.io/{m.name} unchanged"
+            raw = copy.deepcopy(m.raw)
+            raw.setdefault("metadata", {})["namespace"] = m.namespace
+            for port in raw.get("ports") or []:
+                port.setdefault("name", "")
+                port.setdefault("protocol", "TCP")
+            for ep in raw.get("endpoints") or []:
+                ep.setdefault("conditions", {}).setdefault("ready", True)
+            raw.setdefault("endpoints", [])
+            raw.setdefault("ports", [])
+            self.manual_slices[key] = raw
+            self._bump()
+            return f"endpointslice.discovery.k8s.io/{m.name} {'configured' if old else 'created'}"
         if m.kind == "Pod":
             if (m.namespace, m.name) in self.pods:
                 return f"pod/{m.name} unchanged"
@@ -383,6 +403,12 @@ class Cluster:
                 self._write_dns_records()
                 self._bump()
                 return f'service "{name}" deleted'
+            if kind == "endpointslice":
+                if self.manual_slices.pop((namespace, name), None) is None:
+                    raise NotFound(f'Error from server (NotFound): endpointslices.discovery.k8s.io'
+                                   f' "{name}" not found')
+                self._bump()
+                return f'endpointslice.discovery.k8s.io "{name}" deleted'
             if kind == "deployment":
                 dep = self.deployments.pop((namespace, name), None)
                 if dep is None:
@@ -729,8 +755,9 @@ class Cluster:
 
     def _slices(self, services: list[dict[str, Any]], pods: list[dict[str, Any]],
                 ) -> list[dict[str, Any]]:
-        """The endpoints controller: one slice per Service that has a selector."""
-        out = []
+        """The endpoints controller: one slice per Service that has a selector; a Service
+        without one gets the slices applied by hand (they name it in their label)."""
+        out = [copy.deepcopy(sl) for _, sl in sorted(self.manual_slices.items())]
         for obj in services:
             if obj["spec"].get("selector") is None:
                 continue
@@ -750,7 +777,9 @@ class Cluster:
                 raise NotFound(f'Error from server (NotFound): services "{name}" not found')
             obj = svc.object()
             pods = [self._pod_object(p) for p in self.pods.values()]
-            slices = self._slices([obj], pods)
+            slices = [sl for sl in self._slices([obj], pods)
+                      if sl["metadata"]["namespace"] == namespace
+                      and sl["metadata"]["labels"].get("kubernetes.io/service-name") == name]
         return describe_service(obj, slices[0] if slices else None)
 
     def rules(self, node: str, table: str = "", counters: bool = False) -> dict[str, Any]:

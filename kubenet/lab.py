@@ -114,8 +114,9 @@ class Lab:
         if kind in ("-f", "file"):
             text, source = _manifest(name)
             return self._call("delete", text=text, source=source)
-        kind = {"po": "pod", "pods": "pod", "deploy": "deployment",
-                "deployments": "deployment"}.get(kind, kind)
+        kind = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
+                "svc": "service", "services": "service",
+                "endpointslices": "endpointslice"}.get(kind, kind)
         return self._call("delete", kind=kind, name=name, namespace=namespace)
 
     def delete_pod(self, name: str) -> list[str]:

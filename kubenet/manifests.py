@@ -7,6 +7,7 @@ changes, with the one-line message kubectl prints.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ from .errors import InvalidManifest
 __all__ = ["Manifest", "ContainerPort", "Container", "PodSpec", "Probe", "ServicePort",
            "ServiceSpec", "parse_manifests", "SUPPORTED"]
 
-SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service")}
+SUPPORTED = {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
+             ("discovery.k8s.io/v1", "EndpointSlice")}
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -183,6 +185,9 @@ def _parse_one(doc: Any, source: str) -> Manifest:
     labels = _labels(kind, name, "metadata.labels", meta.get("labels"))
     manifest = Manifest(kind=kind, api_version=api_version, name=name, namespace=namespace,
                         labels=labels, raw=copy.deepcopy(doc), source=source)
+    if kind == "EndpointSlice":
+        _endpoint_slice(manifest, doc)
+        return manifest
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         raise _invalid(kind, name, "spec", "Required value")
@@ -193,6 +198,33 @@ def _parse_one(doc: Any, source: str) -> Manifest:
     else:
         _deployment(manifest, spec)
     return manifest
+
+
+def _endpoint_slice(manifest: Manifest, doc: dict[str, Any]) -> None:
+    """A hand-made EndpointSlice, for a Service without a selector (as in Kubernetes)."""
+    kind, name = manifest.kind, manifest.name
+    if doc.get("addressType") != "IPv4":
+        raise _invalid(kind, name, "addressType", f"Unsupported value: "
+                       f"{_value(doc.get('addressType'))}: the lab's network is IPv4 only")
+    if not manifest.labels.get("kubernetes.io/service-name"):
+        raise _invalid(kind, name, "metadata.labels", "Required value: "
+                       "kubernetes.io/service-name names the Service these endpoints serve")
+    for i, ep in enumerate(doc.get("endpoints") or []):
+        addresses = ep.get("addresses") if isinstance(ep, dict) else None
+        if not addresses or not isinstance(addresses, list):
+            raise _invalid(kind, name, f"endpoints[{i}].addresses", "Required value")
+        for j, address in enumerate(addresses):
+            try:
+                ipaddress.IPv4Address(str(address))
+            except ValueError:
+                raise _invalid(kind, name, f"endpoints[{i}].addresses[{j}]", f"Invalid value: "
+                               f"{_value(address)}: must be a valid IPv4 address") from None
+    for i, port in enumerate(doc.get("ports") or []):
+        if not isinstance(port, dict):
+            raise _invalid(kind, name, f"ports[{i}]", "Invalid value: must be a mapping")
+        if port.get("port") is not None:
+            _port_number(kind, name, f"ports[{i}].port", port["port"])
+        _protocol(kind, name, f"ports[{i}].protocol", port.get("protocol"))
 
 
 def _port_number(kind: str, name: str, path: str, value: Any) -> int:

@@ -198,3 +198,30 @@ def test_session_affinity_client_ip_keeps_a_client_on_one_pod(empty_lab):
     assert "-m recent" in nat and "--rcheck --seconds 10800 --reap" in nat
     split = empty_lab.send_requests(SERVERS[0], "service-test:80", count=20)
     assert split.failed == 0 and len(split.counts) == 1  # one client address, one pod
+
+
+def test_a_service_without_selector_uses_endpoint_slices_applied_by_hand(empty_lab):
+    empty_lab.apply("notebooks/manifests/test-deployment.yaml")
+    out = empty_lab.apply(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: by-hand}
+        spec:
+          ports: [{port: 80, protocol: TCP}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: by-hand-1
+          labels: {kubernetes.io/service-name: by-hand}
+        addressType: IPv4
+        endpoints:
+        - addresses: [10.0.2.2]
+        ports: [{port: 8080, protocol: TCP}]
+        """))
+    assert out == ["service/by-hand created", "endpointslice.discovery.k8s.io/by-hand-1 created"]
+    assert "Endpoints:               10.0.2.2:8080" in str(empty_lab.describe("service", "by-hand"))
+    split = empty_lab.send_requests(SERVERS[0], "by-hand:80", count=4)
+    assert split.counts[SERVERS[1]] == 4
+    empty_lab.delete("endpointslice", "by-hand-1")
+    assert "Endpoints:               <none>" in str(empty_lab.describe("service", "by-hand"))

@@ -95,7 +95,8 @@ def dep_container(doc):
 # -- valid objects ---------------------------------------------------------------------------
 
 def test_supported_kinds():
-    assert {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service")} == SUPPORTED
+    assert {("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
+            ("discovery.k8s.io/v1", "EndpointSlice")} == SUPPORTED
 
 
 def test_pod_parses_into_typed_objects():
