@@ -78,3 +78,26 @@ def test_probe_errors(probed_lab):
                      "  containers: [{name: c, image: i, command: [sleep, infinity]}]\n")
     with pytest.raises(kubenet.KubenetError, match="no httpGet or tcpSocket probe"):
         probed_lab.probe("fail", "plain")
+
+
+def test_exec_readiness_probe():
+    with kubenet.Lab("empty") as lab:
+        lab.apply("""\
+apiVersion: v1
+kind: Pod
+metadata: {name: flagged}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, "touch ready; exec sleep infinity"]
+    readinessProbe:
+      exec: {command: [test, -f, ready]}
+      periodSeconds: 1
+""")
+        ready = lambda: _pod(lab, "flagged")["status"]["conditions"][0]["status"]  # noqa: E731
+        assert _until(lambda: ready() == "True", timeout=10)
+        lab.exec("flagged", "rm", "ready")
+        assert _until(lambda: ready() == "False", timeout=10)
+        lab.exec("flagged", "touch", "ready")
+        assert _until(lambda: ready() == "True", timeout=10)

@@ -72,3 +72,14 @@ def test_switching_proxy_mode_both_ways(run_cli, lab_name):
     assert "KUBE-PORTALS" not in nat and "KUBE-SVC-" in nat
     assert "10400" not in run_cli("exec", "--lab", lab_name, "node1", "--", "ss", "-lnt").stdout
     assert "Hello from" in run_cli(*ask).stdout
+
+
+def test_userspace_nodeport_from_outside():
+    with kubenet.Lab("article", proxy_mode="userspace") as lab:
+        lab.apply("notebooks/manifests/test-service-nodeport.yaml")
+        nat = str(lab.rules("node1", table="nat"))
+        assert "-A KUBE-NODEPORT-CONTAINER" in nat and "--dport 30080 -j REDIRECT" in nat
+        ask = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 10.100.0.3 30080"
+        answers = {lab.exec("external", "sh", "-c", ask).stdout.split("Hello from ")[-1][:29]
+                   for _ in range(4)}
+        assert answers == set(SERVERS)  # round robin from node2's proxy
