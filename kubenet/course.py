@@ -43,8 +43,8 @@ def endpoints_count(lab: Lab, service: str, expected: int) -> Check:
     found = lab.endpoints(service)
     if len(found) == expected:
         return Check(True, f"{service} lists {expected} endpoints: {', '.join(found)}.")
-    return Check(False, f"{service} lists {len(found)} endpoint(s), not {expected}. "
-                 "Scale the Deployment, then look again.")
+    return Check(False, f"{service} lists {len(found)} ready endpoint(s), not {expected}. "
+                 "Change the lab as the exercise asks, then run this check again.")
 
 
 def probabilities(lab: Lab, node: str, chain: str) -> Check:
@@ -63,3 +63,60 @@ def probabilities(lab: Lab, node: str, chain: str) -> Check:
         shown = ", ".join(f"{p:.4f}" for p in found)
         return Check(True, f"{n} endpoints with probabilities {shown}: each gets 1/{n}.")
     return Check(False, f"unexpected probabilities {found}")
+
+
+def service_works(lab: Lab, name: str, from_pod: str = "service-test-6ffd9ddbbf-kf4j2") -> Check:
+    """Does Service ``name`` exist, have a cluster IP no device holds, and answer by name?"""
+    import json
+
+    listed = json.loads(str(lab.get("services", output="json")))["items"]
+    services = [s for s in listed if s["metadata"]["name"] == name]
+    if not services:
+        return Check(False, f"there is no Service named {name} yet: apply one.")
+    ip = services[0]["spec"]["clusterIP"]
+    holders = lab.inventory().holders(ip)
+    if holders:
+        return Check(False, f"{ip} is held by {holders[0].ns} {holders[0].iface}?")
+    port = services[0]["spec"]["ports"][0]["port"]
+    answers = lab.send_requests(from_pod, f"{name}:{port}", count=4)
+    if answers.answered == 0:
+        return Check(False, f"{name} ({ip}) exists, but nothing answered on port {port}: "
+                     "do its selector and targetPort match the server pods?")
+    return Check(True, f"{name} got cluster IP {ip}, which no interface holds, and "
+                 f"{answers.answered} of 4 requests were answered.")
+
+
+def client_address_kept(lab: Lab, client: str = "service-test-6ffd9ddbbf-kf4j2",
+                        server: str = "service-test-6ffd9ddbbf-qs2j6") -> Check:
+    """Does ``server`` see ``client``'s own address when asked through the Service?"""
+    client_ip = next(p["status"]["podIP"] for p in lab.pods()
+                     if p["metadata"]["name"] == client)
+    for _ in range(10):
+        lab.send_requests(client, "service-test:80", count=1)
+        last = lab.logs(server).splitlines()[-1:] or [""]
+        if last[0].startswith(f"{client_ip} "):
+            return Check(True, f"{server} saw {client_ip}: no second connection any more.")
+    seen = last[0].split(" ")[0] if last[0] else "nothing"
+    return Check(False, f"{server} last saw {seen}, not the client's {client_ip}.")
+
+
+def nodeport_answers(lab: Lab, node_ip: str, port: int = 30080) -> Check:
+    """Does the external client get an answer from ``node_ip:port``?"""
+    ask = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {node_ip} {port}"
+    out = lab.exec("external", "sh", "-c", ask).stdout
+    if "Hello from" in out:
+        pod = out.split("Hello from ")[1].split("<")[0]
+        return Check(True, f"{node_ip}:{port} answered from outside (pod {pod}).")
+    return Check(False, f"nothing answered on {node_ip}:{port} from outside.")
+
+
+def default_gateway(lab: Lab, node: str, answer: str | None) -> Check:
+    """Is ``answer`` the router of ``node``'s default route, as the kernel says?"""
+    routes = lab.exec(node, "ip", "route", "show", "default").stdout.split()
+    truth = routes[routes.index("via") + 1] if "via" in routes else ""
+    if answer is None:
+        return Check(False, "set answer to the address after 'via' in the default route.")
+    if answer == truth:
+        return Check(True, f"{node} sends everything it has no better route for to {truth}, "
+                     "the gateway.")
+    return Check(False, f"{answer} is not it: look for the line that starts with 'default'.")
