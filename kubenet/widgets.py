@@ -112,7 +112,8 @@ class ReplicasSlider(w.VBox):
 
 
 class ControlPanel(w.VBox):
-    """Break things and watch: delete a pod, fail its readiness, stop kube-proxy, switch mode.
+    """Break things and watch: delete a pod, fail its readiness, stop kube-proxy, switch mode;
+    after each, the pods, the endpoints and the chosen node's rules are drawn again.
 
     Plain Python: ``lab.delete_pod``, ``lab.probe("fail"|"heal", pod)``,
     ``lab.kube_proxy("stop"|"start", node)``, ``lab.set_proxy_mode(mode)``.
@@ -172,4 +173,5 @@ class ControlPanel(w.VBox):
         self.pod.options = pods
         if current in pods:
             self.pod.value = current
-        _replace(self.status, self.lab.get("pods", output="wide"), self.lab.get("endpoints"))
+        _replace(self.status, self.lab.get("pods", output="wide"), self.lab.get("endpoints"),
+                 self.lab.draw_rules(self.node.value or "node1"))

@@ -44,3 +44,12 @@ def test_bars_html_is_plain_html():
 
     page = bars_html(Responses(10, Counter({"a": 6, "b": 4})))
     assert "10 of 10 requests answered" in page and "60%" in page and "40%" in page
+
+
+def test_control_panel_redraws_the_rules_of_the_chosen_node(lab):
+    panel = ControlPanel(lab)
+    panel.node.value = "node2"
+    panel.buttons["stop"].click()
+    panel.buttons["start"].click()
+    shown = [o["data"] for o in panel.status.outputs]
+    assert any("image/svg+xml" in d and "node2" in d["image/svg+xml"] for d in shown)
