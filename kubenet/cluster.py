@@ -647,8 +647,11 @@ class Cluster:
             return False
         if any(c.spec.readiness for c in pod.containers):
             return all(c.probe_ready or not c.spec.readiness for c in pod.containers)
-        # No readiness probe: Ready once the declared TCP ports listen. (A kubelet would say
-        # Ready at once; there is no image pull here to hide a server's start-up time.)
+        # No readiness probe: Ready once the declared TCP ports listen, and from then on
+        # while its containers run. (A kubelet would say Ready at once; there is no image
+        # pull here to hide a server's start-up time.)
+        if pod.ready:
+            return True
         wanted = {p.container_port for c in pod.containers for p in c.spec.ports
                   if p.protocol == "TCP"}
         return not wanted or wanted <= listening_tcp_ports(pod.sandbox.pause.pid)
