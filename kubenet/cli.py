@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="article", choices=["article", "empty"])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--proxy-mode", default="iptables", choices=["iptables", "userspace"],
+    p.add_argument("--proxy-mode", default="iptables",
+                   choices=["iptables", "userspace", "nftables"],
                    help="kube-proxy's mode on every node (userspace: the article's 2015 design)")
     add("down", cmd_down, "end a lab: every namespace and process of it")
     add("list", cmd_list, "the labs running for this user")
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-ip", default="10.100.0.2")
     p.add_argument("--cluster-cidr", default=None)
     p = add("proxy-mode", cmd_proxy_mode, "switch kube-proxy's mode on every node")
-    p.add_argument("mode", choices=["iptables", "userspace"])
+    p.add_argument("mode", choices=["iptables", "userspace", "nftables"])
     p = add("drain", cmd_drain, "cordon a node and move its pods to other nodes")
     p.add_argument("node")
     p = add("uncordon", cmd_uncordon, "let a drained node take pods again")

@@ -25,7 +25,7 @@ from .manifests import Container, Manifest, PodSpec, parse_manifests
 from .naming import template_hash
 from .net import Net, veth_name
 from .probes import resolve_port, run_probe
-from .proxy import PROXY_MODES, IptablesProxy, Proxy, UserspaceProxy
+from .proxy import PROXY_MODES, IptablesProxy, NftablesProxy, Proxy, UserspaceProxy
 from .runtime import (
     POD_PATH,
     PodSandbox,
@@ -47,6 +47,9 @@ from .system import dns_manifests
 from .topology import NodeSpec, PodPlumbing, Topology
 
 __all__ = ["Cluster"]
+
+PROXY_CLASSES: dict[str, type[Proxy]] = {"iptables": IptablesProxy, "userspace": UserspaceProxy,
+                                         "nftables": NftablesProxy}
 
 CLUSTER_DNS = "10.3.240.10"
 BACKOFF_START, BACKOFF_MAX = 1.0, 20.0
@@ -226,7 +229,7 @@ class Cluster:
             self.net.sysctls(node.name, topo.node_sysctls())
         self._wait_for_carrier()
         self._kubelet.start()
-        proxy_class = UserspaceProxy if self.proxy_mode == "userspace" else IptablesProxy
+        proxy_class = PROXY_CLASSES[self.proxy_mode]
         self.proxies = {n.name: proxy_class(self, n) for n in topo.nodes}
         for proxy in self.proxies.values():
             proxy.start()
@@ -789,14 +792,19 @@ class Cluster:
         """``iptables-save`` of a node, and what its kube-proxy wants the reader to know."""
         if node not in self.nodes:
             raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
-        argv = ["nsenter", f"--net=/run/netns/{node}", "iptables-save"]
-        if table:
-            argv += ["-t", table]
-        if counters:
-            argv.append("-c")
+        if self.proxy_mode == "nftables":
+            # kube-proxy's own table, as `nft list table ip kube-proxy` shows it
+            argv = ["nsenter", f"--net=/run/netns/{node}", "nft", "list", "table", "ip",
+                    "kube-proxy"]
+        else:
+            argv = ["nsenter", f"--net=/run/netns/{node}", "iptables-save"]
+            if table:
+                argv += ["-t", table]
+            if counters:
+                argv.append("-c")
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
-            raise BadRequest(f"error: iptables-save failed on {node}: {done.stderr.strip()}")
+            raise BadRequest(f"error: {argv[2]} failed on {node}: {done.stderr.strip()}")
         proxy = self.proxies.get(node)
         return {"text": done.stdout, "notes": list(proxy.notes) if proxy else [],
                 "running": bool(proxy and proxy.running), "error": proxy.error if proxy else ""}
@@ -809,7 +817,7 @@ class Cluster:
                              f'{", ".join(PROXY_MODES)})')
         if mode == self.proxy_mode:
             return f"kube-proxy already runs in {mode} mode"
-        proxy_class = UserspaceProxy if mode == "userspace" else IptablesProxy
+        proxy_class = PROXY_CLASSES[mode]
         for name, old in list(self.proxies.items()):
             old.stop()
             old.cleanup()

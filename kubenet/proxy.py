@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .kubeproxy import iptables as renderer
+from .kubeproxy import nftables as nft_renderer
 from .kubeproxy import userspace as portals
 from .net import NETNS_DIR
 from .runtime import listening_tcp_ports, node_environment, stop_process_group
@@ -32,7 +33,7 @@ __all__ = ["Proxy", "IptablesProxy", "UserspaceProxy", "NFACCT_COUNTERS", "PROXY
 
 # The counters kube-proxy creates with nfnetlink_acct before its rules refer to them.
 NFACCT_COUNTERS = ("localhost_nps_accepted_pkts", "ct_state_invalid_dropped_pkts")
-PROXY_MODES = ("iptables", "userspace")
+PROXY_MODES = ("iptables", "userspace", "nftables")
 # The userspace proxy's ports (its --proxy-port-range): the article's service-test got 10400.
 PROXY_PORTS = (10400, 10999)
 
@@ -183,6 +184,33 @@ class IptablesProxy(Proxy):
             self.rules = text
             self.syncs += 1
         self._mark_synced(version)
+
+
+class NftablesProxy(Proxy):
+    """The nftables-mode kube-proxy of one node: its own ``table ip kube-proxy``."""
+
+    mode = "nftables"
+
+    def sync(self) -> None:
+        """A full sync: replace the table in one ``nft -f`` transaction (declaring it first,
+        so the delete works on the first sync too)."""
+        version, services, slices = self.cluster.proxy_state()
+        text = nft_renderer.render(services, slices, node_name=self.node.name,
+                                   node_ips=[self.node.ip],
+                                   cluster_cidr=self.cluster.topology.pod_cidr,
+                                   service_cidrs=[self.cluster.topology.service_cidr])
+        if text != self.rules:
+            batch = "add table ip kube-proxy\ndelete table ip kube-proxy\n" + text
+            done = self._run(["nft", "-f", "-"], batch)
+            if done.returncode != 0:
+                raise RuntimeError(f"{self.node.name}: nft: {done.stderr.strip()}")
+            self.rules = text
+            self.syncs += 1
+        self._mark_synced(version)
+
+    def cleanup(self) -> None:
+        self._run(["nft", "delete", "table", "ip", "kube-proxy"])
+        self.rules = ""
 
 
 class UserspaceProxy(Proxy):

@@ -123,7 +123,7 @@ class ControlPanel(w.VBox):
         self.lab = lab
         self.pod = w.Dropdown(description="pod")
         self.node = w.Dropdown(description="node", options=self._nodes())
-        self.mode = w.ToggleButtons(options=["iptables", "userspace"],
+        self.mode = w.ToggleButtons(options=["iptables", "nftables", "userspace"],
                                     value=lab.info()["proxy_mode"], description="kube-proxy")
         self.buttons = {
             "delete": w.Button(description="Delete pod", icon="trash"),
