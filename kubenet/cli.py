@@ -106,12 +106,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     else:
         if not args.kind or not args.names:
             raise BadRequest("error: you must specify a resource and a name, or -f FILE")
-        kind = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
-                "deployments.apps": "deployment", "svc": "service", "services": "service",
-                "endpointslices": "endpointslice"}.get(args.kind, args.kind)
         lines = []
         for name in args.names:
-            lines += sandbox.call(record, "delete", kind=kind, name=name,
+            lines += sandbox.call(record, "delete", kind=args.kind, name=name,
                                   namespace=args.namespace)
     for line in lines:
         print(line)

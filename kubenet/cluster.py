@@ -48,6 +48,11 @@ from .topology import NodeSpec, PodPlumbing, Topology
 
 __all__ = ["Cluster"]
 
+# kubectl's names for what `delete KIND NAME` takes, to the lab's own
+DELETE_KINDS = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
+                "deployments.apps": "deployment", "svc": "service", "services": "service",
+                "endpointslices": "endpointslice",
+                "endpointslices.discovery.k8s.io": "endpointslice"}
 PROXY_CLASSES: dict[str, type[Proxy]] = {"iptables": IptablesProxy, "userspace": UserspaceProxy,
                                          "nftables": NftablesProxy}
 
@@ -389,6 +394,7 @@ class Cluster:
         return f"deployment.apps/{m.name} {verb}"
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> str:
+        kind = DELETE_KINDS.get(kind, kind)
         with self.lock:
             if kind == "pod":
                 pod = self._pod(name, namespace)

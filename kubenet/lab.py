@@ -114,9 +114,6 @@ class Lab:
         if kind in ("-f", "file"):
             text, source = _manifest(name)
             return self._call("delete", text=text, source=source)
-        kind = {"po": "pod", "pods": "pod", "deploy": "deployment", "deployments": "deployment",
-                "svc": "service", "services": "service",
-                "endpointslices": "endpointslice"}.get(kind, kind)
         return self._call("delete", kind=kind, name=name, namespace=namespace)
 
     def delete_pod(self, name: str) -> list[str]:
@@ -181,13 +178,15 @@ class Lab:
 
     def export(self, *resources: str) -> Text:
         """Objects as multi-document YAML, like ``kubectl get svc,endpointslices -A -o yaml``."""
+        import json
+
         import yaml
 
         snapshot = self._call("snapshot")
         docs = []
         for resource in resources:
-            listing = render(snapshot, resource, "yaml", all_namespaces=True)
-            docs += yaml.safe_load(str(listing))["items"]
+            docs += json.loads(str(render(snapshot, resource, "json",
+                                          all_namespaces=True)))["items"]
         return Text(yaml.safe_dump_all(docs, sort_keys=False))
 
     def kube_proxy(self, action: str, node: str) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "ServicePort",
     "categorize",
     "endpoint_chain_name",
+    "traffic_targets",
     "endpoints_map",
     "jump_rules",
     "load_objects",
@@ -654,16 +655,21 @@ class _Plan:
     external_filter: tuple[str, str] = ("", "")
 
 
+def traffic_targets(svc: ServicePort, eps: Categorized) -> tuple[bool, bool, bool, bool]:
+    """kube-proxy's traffic-policy decision for one service port, the same in both of its
+    rule-writing modes: (internal traffic goes to the local-endpoints chain, it has
+    endpoints there, external traffic goes to the local-endpoints chain, it has endpoints)."""
+    has = eps.has_any
+    internal_local, external_local = svc.internal_policy_local, svc.external_policy_local
+    return (internal_local, has and (bool(eps.local) or not internal_local),
+            external_local, has and (bool(eps.local) or not external_local))
+
+
 def _plan(svc: ServicePort, eps: Categorized) -> _Plan:
     has_endpoints = eps.has_any
-    internal_chain, has_internal = svc.chain(SVC), has_endpoints
-    if svc.internal_policy_local:
-        internal_chain = svc.chain(SVL)
-        has_internal = has_internal and bool(eps.local)
-    external_chain, has_external = svc.chain(SVC), has_endpoints
-    if svc.external_policy_local:
-        external_chain = svc.chain(SVL)
-        has_external = has_external and bool(eps.local)
+    internal_local, has_internal, external_local, has_external = traffic_targets(svc, eps)
+    internal_chain = svc.chain(SVL if internal_local else SVC)
+    external_chain = svc.chain(SVL if external_local else SVC)
     uses_fw = has_endpoints and bool(svc.load_balancer_vips) and bool(svc.source_ranges)
     plan = _Plan(svc=svc, eps=eps, internal_chain=internal_chain, has_internal=has_internal,
                  external_policy_chain=external_chain, has_external=has_external,

@@ -43,6 +43,7 @@ from kubenet.kubeproxy.iptables import (
     load_objects,
     masquerade_mark,
     service_ports,
+    traffic_targets,
 )
 
 __all__ = [
@@ -380,12 +381,9 @@ def _plan(svc: ServicePort, eps: Categorized) -> _Plan:
     base = _svc_base(svc)
     cluster, local = SERVICE_PREFIX + base, LOCAL_PREFIX + base
     has_endpoints = eps.has_any
-    internal_chain, has_internal = cluster, has_endpoints
-    if svc.internal_policy_local:
-        internal_chain, has_internal = local, has_endpoints and bool(eps.local)
-    external_policy_chain, has_external = cluster, has_endpoints
-    if svc.external_policy_local:
-        external_policy_chain, has_external = local, has_endpoints and bool(eps.local)
+    internal_local, has_internal, external_local, has_external = traffic_targets(svc, eps)
+    internal_chain = local if internal_local else cluster
+    external_policy_chain = local if external_local else cluster
     plan = _Plan(
         svc=svc, eps=eps, cluster_chain=cluster, local_chain=local,
         external_chain=EXTERNAL_PREFIX + base, firewall_chain=FIREWALL_PREFIX + base,
