@@ -257,10 +257,10 @@ def cmd_draw_rules(args: argparse.Namespace) -> int:
 
     if args.source:
         text = sys.stdin.read() if args.source == "-" else read_dump(args.source)
-        diagram = draw_rules(text, node=args.node)
+        diagram = draw_rules(text, node=args.node, table=args.table)
     elif args.node:
         tiers.require_tier()
-        diagram = Lab.attach(args.lab).draw_rules(args.node)
+        diagram = Lab.attach(args.lab).draw_rules(args.node, table=args.table)
     else:
         raise BadRequest("error: draw-rules needs a NODE of the lab, or --from FILE")
     return _write_diagram(diagram, args.output, args.format)
@@ -353,11 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("draw", cmd_draw, "the lab's topology, read from the kernel, as SVG")
     p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.add_argument("--format", help="svg (default), png, pdf or dot; else the -o suffix")
-    p = add("draw-rules", cmd_draw_rules, "a node's nat chains (or any iptables-save dump) "
-            "as SVG: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> DNAT, probabilities, counters")
+    p = add("draw-rules", cmd_draw_rules, "a node's nat chains (or any iptables-save dump, "
+            "or nft -j output) as SVG: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> DNAT, or "
+            "services -> @service-ips -> service-... -> endpoint-... -> dnat; probabilities, "
+            "counters")
     p.add_argument("node", nargs="?", help="a node of the lab (with --from: only a title)")
     p.add_argument("--from", dest="source", metavar="FILE",
-                   help="an iptables-save [-c] dump from anywhere, or - for stdin")
+                   help="an iptables-save [-c] dump or nft -j list table/ruleset output from "
+                   "anywhere, or - for stdin")
+    p.add_argument("-t", "--table", default="nat",
+                   help="nat (default) or filter; nftables: also all")
     p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.add_argument("--format", help="svg (default), png, pdf or dot; else the -o suffix")
     p = add("trace", cmd_trace, "send a real SYN and show its walk: hops, rules, conntrack", ns)

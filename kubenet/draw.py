@@ -858,8 +858,9 @@ def _share(p: float) -> str:
 
 
 def read_dump(dump: str | Path) -> str:
-    """An ``iptables-save`` dump given as its text, or as a path to a file of it."""
-    if isinstance(dump, str) and ("\n" in dump or dump.lstrip().startswith(("*", "#"))):
+    """An ``iptables-save`` dump or ``nft -j`` output given as its text, or as a path to a
+    file of it (``nft -j`` prints one line: text that starts with ``{`` is the JSON)."""
+    if isinstance(dump, str) and ("\n" in dump or dump.lstrip().startswith(("*", "#", "{"))):
         return dump
     try:
         return Path(dump).read_text()
@@ -877,10 +878,21 @@ def draw_rules(iptables_save_text: str, node: str | None = None, *, table: str =
     KUBE-NODEPORTS, KUBE-EXT-..., KUBE-MARK-MASQ, KUBE-POSTROUTING; each jump labelled with
     what it matches, its probability (``-m statistic``, else "rest") and the share of new
     connections that follows it, and its packet counters when the dump has them.
+
+    ``nft -j`` output (JSON: kube-proxy's nftables mode) is drawn by
+    :func:`kubenet.draw_nft.draw_nft_rules`, so one call takes what either mode left.
     """
+    from .draw_nft import draw_nft_rules, looks_like_json
+
+    if looks_like_json(iptables_save_text):
+        return draw_nft_rules(iptables_save_text, node, table=table)
     tables = parse_iptables_save(iptables_save_text)
     if not tables:
-        raise BadRequest("error: this is not an iptables-save dump (no *nat or *filter line)")
+        if re.match(r"\s*(table|add table|flush ruleset)\b", iptables_save_text):
+            raise BadRequest("error: this is nft's text; draw-rules reads its JSON: "
+                             "nft -j list table ip kube-proxy")
+        raise BadRequest("error: this is not an iptables-save dump (no *nat or *filter line) "
+                         "nor nft -j output (JSON)")
     if table not in tables:
         raise BadRequest(f"error: the dump has no {table} table, only "
                          f"{', '.join(sorted(tables))}; dump it with iptables-save -c -t {table}")

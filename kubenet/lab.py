@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sandbox, state
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .inventory import Inventory
 from .printers import Table, render
 from .responses import Responses
@@ -234,12 +234,23 @@ class Lab:
             return draw_topology(self.inventory(), services, service_cidr=cidr)
         return draw_trace(self.inventory(), trace, services, service_cidr=cidr)
 
-    def draw_rules(self, node: str) -> Any:
+    def draw_rules(self, node: str, table: str = "nat") -> Any:
         """``node``'s nat chains as a diagram: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> DNAT,
-        each jump with its probability and its packet counters."""
+        each jump with its probability and its packet counters. In nftables mode, kube-proxy's
+        ``table ip kube-proxy`` (read as ``nft -j`` JSON): services -> the service-ips map ->
+        service-... -> numgen, p=1/N -> endpoint-... -> dnat. ``table="filter"`` draws the
+        filter chains instead (nftables mode: also ``"all"``)."""
         from .draw import draw_rules
 
-        return draw_rules(self.rules(node, counters=True), node=node)
+        info = self.info()
+        if info["proxy_mode"] != "nftables":
+            return draw_rules(self.rules(node, counters=True), node=node, table=table)
+        if node not in [n["name"] for n in info["nodes"]]:
+            raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+        out = self.exec(node, "nft", "-j", "list", "table", "ip", "kube-proxy")
+        if not out.ok:
+            raise BadRequest(f"error: nft failed on {node}: {out.stderr.strip()}")
+        return draw_rules(out.stdout, node=node, table=table)
 
     def send_requests(self, pod: str, target: str, count: int = 100) -> Responses:
         """``count`` HTTP requests from ``pod`` to ``target`` (``host:port``), one connection
