@@ -1,9 +1,9 @@
 """How long `kubenet trace` takes: the first trace of a lab (cold) and the next ones (warm).
 
 The first trace of a lab starts its tracer helper (which imports scapy, about 0.4 s) and an
-``xtables-monitor --trace`` in each node; later traces reuse them. Prints one line per
-figure (median, min and max over N runs). Run:
-    .venv/bin/python bench/bench_trace.py [--runs N] [--proxy-mode userspace]
+``xtables-monitor --trace`` in each node (``nft monitor trace`` in nftables mode); later
+traces reuse them. Prints one line per figure (median, min and max over N runs). Run:
+    .venv/bin/python bench/bench_trace.py [--runs N] [--proxy-mode userspace|nftables]
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5, help="labs for the cold figure")
     parser.add_argument("--warm", type=int, default=20, help="traces per lab once warm")
-    parser.add_argument("--proxy-mode", default="iptables", choices=["iptables", "userspace"])
+    parser.add_argument("--proxy-mode", default="iptables", choices=["iptables", "userspace",
+                                                                   "nftables"])
     args = parser.parse_args()
     print(f"tier: {kubenet.doctor().tier}, kube-proxy in {args.proxy_mode} mode")
 

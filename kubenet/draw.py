@@ -560,6 +560,10 @@ _NAT_TARGETS = {"DNAT": ("DNAT", "REDIRECT"), "SNAT": ("SNAT", "MASQUERADE")}
 def _nat_walk(rules: list[dict[str, Any]], node: str, kind: str) -> list[str]:
     """The chains a trace's rules went through on ``node`` to its first DNAT (or SNAT):
     from the built-in chain that walk started in, ending with the target."""
+    if any(" " in str(r.get("table", "")) for r in rules):  # nftables: "ip kube-proxy"
+        from .trace import nft_nat_walk
+
+        return nft_nat_walk(rules, node, kind)
     mine = [r for r in rules if str(r.get("node")) in (node, node.split(".")[-1])
             and str(r.get("table", "nat")) == "nat"]
     for k, r in enumerate(mine):
@@ -658,7 +662,8 @@ def draw_trace(inventory: Inventory, trace: Any, services: Any = None, *,
             what.append(f"SNAT {before.get('src')} → {after.get('src')}")
         a_ns, b_ns = model.ifaces[a_id].ns, model.ifaces[b_id].ns
         verdict_nodes = [str(r.get("node")) for r in rules if re.search(
-            r" -j (DNAT|SNAT|MASQUERADE|REDIRECT)\b", str(r.get("rule", "")))]
+            r" -j (DNAT|SNAT|MASQUERADE|REDIRECT)\b|(?:^| )(dnat|snat|masquerade|redirect)\b",
+            str(r.get("rule", "")))]
         where = next((n_ for n_ in (a_ns, b_ns) if n_ in verdict_nodes), None)
         if where is None:
             where = a_ns if a_ns == b_ns or str(after.get("dir", "")).startswith("out") else b_ns

@@ -8,7 +8,8 @@ Two halves, both inside the sandbox:
 - The *tracer helper* (``python -m kubenet.packets``, started by the agent on the first
   trace and kept for the next ones) does the packet work. It imports scapy once (so only
   the first trace pays for it, and ``kubenet up`` never does), keeps one
-  ``xtables-monitor --trace`` running in every node, and for each trace:
+  ``xtables-monitor --trace`` running in every node (``nft monitor trace`` in a node whose
+  kube-proxy runs in nftables mode), and for each trace:
 
   1. for a name, asks the cluster DNS from the source's namespace (a real query, built
      with scapy, through the source's resolv.conf search list);
@@ -71,6 +72,10 @@ REPLY_TIMEOUT = 1.0  # a lab answers in well under a millisecond
 LEG2_TIMEOUT = 3.0  # the userspace proxy tries endpoints for up to 0.25 s each
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
           5: "REFUSED"}
+XTABLES, NFT = "xtables", "nft"  # the two kinds of rule monitor
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN, NFT_MSG_GETGEN, NFTA_GEN_ID = 10, 15, 16, 1
+NFT_CTX_OUTPUT_JSON = 1 << 4
 
 
 # -- the agent's side --------------------------------------------------------------------------
@@ -140,9 +145,12 @@ class Tracer:
                 except OSError:
                     resolv = resolv_conf(namespace, _cluster_dns())
             nodes = sorted(cluster.nodes)
+            # Which tool can print the node's kube-proxy rules: nft for its nftables table.
+            monitors = {n: NFT if getattr(cluster.proxies.get(n), "mode", "") == "nftables"
+                        else XTABLES for n in nodes}
         return {"op": "trace", "source": source, "source_ns": ns, "destination": dest,
                 "host": host, "port": port, "resolv": resolv, "nodes": nodes,
-                "dns_server": _cluster_dns()}
+                "dns_server": _cluster_dns(), "monitors": monitors}
 
     def trace(self, source: str, dest: str, namespace: str = "default") -> tr.Trace:
         raw = self._ask(self.request(source, dest, namespace))
@@ -238,7 +246,31 @@ class Nft:
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
         self.lib = lib
+
+    def listing(self, ns: str, command: str) -> str:
+        """What ``nft -j COMMAND`` prints in one node (a listing, as JSON); '' on error."""
+        if self.lib is None:
+            (done,) = _run_all([(_nsenter(ns, "nft", "-j", *command.split()), "")])
+            return done.stdout if done.returncode == 0 else ""
+        try:
+            with self.namespaces.inside(ns):
+                ctx = self.lib.nft_ctx_new(0)
+                try:
+                    self.lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+                    self.lib.nft_ctx_buffer_output(ctx)
+                    self.lib.nft_ctx_buffer_error(ctx)
+                    if self.lib.nft_run_cmd_from_buffer(ctx, command.encode()) != 0:
+                        return ""
+                    return (self.lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
+                finally:
+                    self.lib.nft_ctx_free(ctx)
+        except (OSError, KubenetError):
+            return ""
 
     def run(self, scripts: dict[str, str]) -> list[str]:
         """Run each node's script; the errors, as ``node: message``."""
@@ -273,17 +305,62 @@ def _probe(ip_id: int) -> bytes:
     return ip + struct.pack("!HHHH", 9, 9, 8, 0)
 
 
-class Monitor:
-    """``xtables-monitor --trace`` in one node: the kernel's trace of its iptables rules."""
+def getgen_request(seq: int) -> bytes:
+    """An nfnetlink NFT_MSG_GETGEN request: the generation of the namespace's ruleset."""
+    return struct.pack("=IHHII", 20, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 1, seq,
+                       0) + struct.pack("=BBH", 0, 0, 0)
 
-    def __init__(self, node: str, namespaces: Namespaces) -> None:
+
+def parse_newgen(data: bytes) -> int | None:
+    """The NFT_MSG_NEWGEN answer -> the generation (every committed change adds one)."""
+    if len(data) < 20:
+        return None
+    length, kind = struct.unpack_from("=IH", data)
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+        return None
+    offset = 20  # nlmsghdr, nfgenmsg
+    while offset + 4 <= min(length, len(data)):
+        alen, atype = struct.unpack_from("=HH", data, offset)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == NFTA_GEN_ID and alen >= 8:
+            return struct.unpack_from("!I", data, offset + 4)[0]
+        offset += (alen + 3) & ~3
+    return None
+
+
+class Monitor:
+    """The kernel's trace of one node's rules: ``xtables-monitor --trace`` (iptables'
+    rules), or ``nft monitor trace`` (any nftables table, such as kube-proxy's in its
+    nftables mode).
+
+    ``nft monitor trace`` prints each rule from the ruleset it loaded when it started; it
+    does not follow later rules (kube-proxy replaces its table on every change). So an nft
+    monitor remembers the ruleset's generation it loaded (``gen``) and is started again when
+    the node's generation moved on, other than by the tracer's own commits."""
+
+    def __init__(self, node: str, namespaces: Namespaces, kind: str = XTABLES) -> None:
         self.node = node
+        self.kind = kind
+        self.nl: socket.socket | None = None
+        self.gen: int | None = None
+        self.base_chains: dict[str, str] = {}
         with namespaces.inside(node):
             self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
             self.raw.setsockopt(socket.SOL_IP, socket.IP_HDRINCL, 1)
-        # -4: iptables' own (ip family) tables only, not the inet table that turns tracing on.
-        self.proc = subprocess.Popen(_nsenter(node, "stdbuf", "-oL", "xtables-monitor", "-4",
-                                              "--trace"),
+            if kind == NFT:
+                self.nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+                self.nl.settimeout(1.0)
+        if kind == NFT:
+            self.tool, self.needle = tr.NFT_MONITOR, " ip id {} "
+            self.gen = self.generation()  # before nft reads the ruleset
+            argv = ["nft", "monitor", "trace"]
+        else:
+            self.tool, self.needle = tr.XTABLES_MONITOR, " ID={} "
+            # -4: iptables' own (ip family) tables only, not the inet table that turns
+            # tracing on.
+            argv = ["xtables-monitor", "-4", "--trace"]
+        self.proc = subprocess.Popen(_nsenter(node, "stdbuf", "-oL", *argv),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      text=True, bufsize=1, start_new_session=True)
         self.lines: list[str] = []
@@ -303,14 +380,38 @@ class Monitor:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def name(self) -> str:
+        return "nft monitor" if self.kind == NFT else "xtables-monitor"
+
+    def generation(self) -> int | None:
+        """The node's ruleset generation now (nft monitors only; None if unknown)."""
+        if self.nl is None:
+            return None
+        try:
+            seq = random.randrange(1, 1 << 31)
+            self.nl.send(getgen_request(seq))
+            for _ in range(4):  # an answer to an earlier, timed-out request comes first
+                data = self.nl.recv(65536)
+                if len(data) >= 16 and struct.unpack_from("=I", data, 8)[0] == seq:
+                    return parse_newgen(data)
+        except OSError:
+            pass
+        return None
+
+    def current(self) -> bool:
+        """It can print every rule of the node: nothing changed since it read them."""
+        return self.kind != NFT or (self.gen is not None and self.gen == self.generation())
+
     def send_probe(self, sentinel: int) -> None:
         with contextlib.suppress(OSError):
             self.raw.sendto(_probe(sentinel), ("127.0.0.1", 0))
 
     def find(self, sentinel: int, start: int) -> int | None:
-        needle = f" ID={sentinel} "
+        needle = self.needle.format(sentinel)
         for i in range(start, len(self.lines)):
-            if needle in self.lines[i] + " ":
+            line = self.lines[i] + " "
+            if needle in line and (self.kind != NFT or " packet: " in line):
                 return i
         return None
 
@@ -319,6 +420,8 @@ class Monitor:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.raw.close()
+        if self.nl is not None:
+            self.nl.close()
 
 
 def sync_monitors(monitors: dict[str, Monitor], sentinel: int, timeout: float,
@@ -506,16 +609,31 @@ class Helper:
                        + ", ".join(f"{q['question']} {q['rcode']}" for q in asked) + ")")
 
     # monitors ---------------------------------------------------------------------------------
-    def _monitor(self, node: str) -> Monitor:
+    def _monitor(self, node: str, kind: str = XTABLES) -> Monitor:
+        """The node's monitor of this kind, started again if it stopped or (nft) if the
+        node's rules changed since it read them."""
         mon = self.monitors.get(node)
-        if mon is None or not mon.alive:
+        if mon is None or not mon.alive or mon.kind != kind or not mon.current():
             if mon is not None:
                 mon.close()
-            mon = self.monitors[node] = Monitor(node, self.namespaces)
+            mon = self.monitors[node] = Monitor(node, self.namespaces, kind)
+            if kind == NFT:
+                mon.base_chains = tr.nft_base_chains(self.nft.listing(node, "list chains"))
         return mon
 
     def _nft(self, scripts: dict[str, str]) -> list[str]:
-        return self.nft.run(scripts)
+        """Run the tracer's own nft scripts. An nft monitor that knew every rule still does
+        when the generation moved by exactly this one commit (the tracer's table's rules
+        are never looked up: its events are left out)."""
+        watched = {n: m for n, m in self.monitors.items()
+                   if n in scripts and m.kind == NFT and m.gen is not None}
+        current = [n for n, m in watched.items() if m.generation() == m.gen]
+        errors = self.nft.run(scripts)
+        for node in current:
+            mon = watched[node]
+            if mon.gen is not None and mon.generation() == mon.gen + 1:
+                mon.gen += 1
+        return errors
 
     # the trace --------------------------------------------------------------------------------
     def trace(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -548,7 +666,8 @@ class Helper:
         sport = rng.randint(*tr.TRACE_PORTS)
         isn = rng.randrange(1, 1 << 32)
 
-        monitors = {n: self._monitor(n) for n in nodes}
+        kinds = {n: req.get("monitors", {}).get(n, XTABLES) for n in nodes}
+        monitors = {n: self._monitor(n, kinds[n]) for n in nodes}
         scripts = {n: tr.nft_script(trace_ids=(ip_id, start_id, end_id), trace_syns=True,
                                     drop_rst=(source_ip, sport, ip_id),
                                     local_source=n == source_ns)
@@ -561,10 +680,20 @@ class Helper:
         capture = None
         try:
             marks = sync_monitors(monitors, start_id, timeout=3.0)
+            for attempt in range(3):  # rules changed meanwhile: an nft monitor reads them
+                stale = [n for n, m in monitors.items() if not m.current()]
+                if not stale or attempt == 2:
+                    break
+                for node in stale:
+                    monitors[node] = self._monitor(node, kinds[node])
+                marks.update(sync_monitors({n: monitors[n] for n in stale}, start_id,
+                                           timeout=3.0))
+            notes += [f"the rules of {n} kept changing while the trace began: {tr.NFT_MONITOR} "
+                      "may show some of them as they were before" for n in stale]
             for node, mark in marks.items():
                 if mark is None:
-                    notes.append(f"xtables-monitor on {node} did not answer: no rules shown "
-                                 "for it")
+                    notes.append(f"{monitors[node].name} on {node} did not answer: no rules "
+                                 "shown for it")
             lap("monitor_sync")
             capture = Capture(self.namespaces)
             lap("capture_open")
@@ -577,8 +706,8 @@ class Helper:
             for node, mon in ready.items():
                 end = ends[node]
                 if end is None:
-                    notes.append(f"xtables-monitor on {node} stopped answering: its rules may "
-                                 "be incomplete")
+                    notes.append(f"{mon.name} on {node} stopped answering: its rules may be "
+                                 "incomplete")
                     end = len(mon.lines)
                 with mon.changed:
                     monitor_text[node] = "\n".join(mon.lines[marks[node] + 1:end])
@@ -593,6 +722,9 @@ class Helper:
                 notes.append("could not remove the tracing table: " + "; ".join(leftover))
             lap("nft_off")
         raw.update(monitor=monitor_text, dns=dns, notes=notes,
+                   monitor_tool={n: monitors[n].tool for n in monitor_text},
+                   base_chains={n: monitors[n].base_chains for n in monitor_text
+                                if monitors[n].kind == NFT},
                    elapsed=round(time.monotonic() - started, 4),
                    import_time=round(self.import_time, 3), timings=timings)
         return raw

@@ -7,7 +7,8 @@ the external client) and records what happened to it. The capturing runs inside 
 - the *hops*: every interface the SYN crossed, in order, with the addresses seen there
   (AF_PACKET captures in every network namespace of the lab);
 - the *rules* it matched on each node, in the order the kernel reported them
-  (``xtables-monitor --trace`` running in the node's namespace);
+  (``xtables-monitor --trace`` running in the node's namespace for iptables rules, ``nft
+  monitor trace`` for the ``table ip kube-proxy`` of kube-proxy's nftables mode);
 - the *conntrack* entries the nodes made for it (their ``/proc/net/nf_conntrack``,
   what ``conntrack -L -o extended`` prints);
 - the *reply* (the SYN-ACK) and the interfaces it crossed on its way back;
@@ -43,9 +44,12 @@ __all__ = [
     "Trace",
     "build",
     "flags_name",
+    "nft_base_chains",
+    "nft_nat_walk",
     "nft_script",
     "order",
     "parse_destination",
+    "parse_nft_monitor",
     "parse_xtables_monitor",
     "search_names",
 ]
@@ -55,6 +59,10 @@ __all__ = [
 # connection a program in the pod makes.
 TRACE_PORTS = (61000, 65535)
 NFT_TABLE = "kubenet-trace"
+# The tools that report the kernel's trace of a node's rules, by the rules they can print.
+XTABLES_MONITOR = "xtables-monitor --trace"  # iptables' rules (kube-proxy's iptables mode)
+NFT_MONITOR = "nft monitor trace"  # any nftables table (kube-proxy's nftables mode)
+NFT_FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 
 TCP_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
              ("URG", 0x20))
@@ -287,13 +295,18 @@ def same_packet(p: Packet, first: Packet) -> bool:
 # -- xtables-monitor --trace -------------------------------------------------------------------
 @dataclass
 class MonitorPacket:
-    """A ``PACKET:`` line of ``xtables-monitor --trace`` and the ``TRACE:`` lines after it."""
+    """A ``PACKET:`` line of ``xtables-monitor --trace`` and the ``TRACE:`` lines after it
+    (or an ``nft monitor trace`` ``packet:`` line and the lines after it)."""
 
     trace_id: str
     fields: dict[str, str]
     flags: list[str]
     events: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     # (table, chain, kind, verdict, rule text)
+    # nft only: the base chain whose walk printed the packet (its events follow), and its
+    # table, named with its family ("ip kube-proxy", "nat-prerouting").
+    table: str = ""
+    chain: str = ""
 
     @property
     def tuple(self) -> tuple[str, int, str, int]:
@@ -361,9 +374,163 @@ def parse_xtables_monitor(text: str) -> list[MonitorPacket]:
     return packets
 
 
+# -- nft monitor trace -------------------------------------------------------------------------
+_NFT_LINE = re.compile(r"^trace id ([0-9a-f]+) (\S+) (\S+) (\S+) ?(.*)$")
+_NFT_RULE = re.compile(r"^(?:rule (.*?)|(unknown rule handle \d+)) \(verdict ([^()]*)\)$")
+# The packet's fields an nft trace prints, under the names xtables-monitor gives them, so
+# one MonitorPacket answers the same questions for both tools.
+_NFT_FIELDS = {"iif": "IN", "oif": "OUT", "ip saddr": "SRC", "ip daddr": "DST",
+               "ip id": "ID", "ip protocol": "PROTO", "ip ttl": "TTL", "tcp sport": "SPORT",
+               "tcp dport": "DPORT", "udp sport": "SPORT", "udp dport": "DPORT",
+               "meta mark": "MARK"}
+_NFT_TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10,
+                  "urg": 0x20, "ecn": 0x40, "cwr": 0x80}
+
+
+def _nft_packet(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The words after ``packet:`` -> xtables-monitor-style fields and TCP flag names."""
+    fields: dict[str, str] = {}
+    flags: list[str] = []
+    i = 0
+    while i < len(words):
+        one, two = words[i], " ".join(words[i:i + 2])
+        if one in ("iif", "oif") and i + 1 < len(words):
+            fields.setdefault(_NFT_FIELDS[one], words[i + 1].strip('"'))
+            i += 2
+        elif two == "tcp flags" and words[i + 2:i + 3] == ["=="]:
+            # "syn", "0x12" (nft 1.0.6 for several flags), or "syn | ack" (newer nft)
+            bits, i = 0, i + 3
+            while i < len(words) and (words[i] == "|" or words[i] in _NFT_TCP_FLAGS or
+                                      re.fullmatch(r"0x[0-9a-f]+", words[i])):
+                word = words[i]
+                bits |= _NFT_TCP_FLAGS.get(word, 0) if not word.startswith("0x") else \
+                    int(word, 16)
+                i += 1
+            flags = [name.upper() for name, bit in _NFT_TCP_FLAGS.items() if bits & bit]
+        elif two in _NFT_FIELDS and i + 2 < len(words):
+            fields.setdefault(_NFT_FIELDS[two], words[i + 2])
+            i += 3
+        else:
+            i += 1
+    return fields, flags
+
+
+def parse_nft_monitor(text: str) -> list[MonitorPacket]:
+    """``nft monitor trace`` output -> packets with their rule events, in order.
+
+    The kernel prints the packet (``... packet: iif "cbr0" ... ip id 4242 ...``) at the
+    first event of each base chain it walks, then one line per rule that matched (``rule
+    TEXT (verdict jump services)``), and the base chain's ``policy`` if no rule decided. A
+    line belongs to the last packet line with the same trace id: the id is a hash of the
+    packet's buffer, so a later packet may reuse it, never while the first is still walked.
+    Events are ``(table, chain, kind, verdict, rule text)``, the table named with its
+    family (``ip kube-proxy``); ``kind`` is ``rule``, ``policy`` or ``return`` (a chain's
+    end, printed by some kernels). A rule nft could not find in the ruleset it loaded at
+    start (changed since) keeps nft's words, ``unknown rule handle N``.
+    """
+    packets: list[MonitorPacket] = []
+    last: dict[str, MonitorPacket] = {}
+    for raw in text.splitlines():
+        m = _NFT_LINE.match(raw.strip())
+        if not m:
+            continue
+        trace_id, family, table_name, chain, rest = m.groups()
+        table = f"{family} {table_name}"
+        if rest.startswith("packet:"):
+            fields, flags = _nft_packet(rest[len("packet:"):].split())
+            pkt = MonitorPacket(trace_id, fields, flags, table=table, chain=chain)
+            packets.append(pkt)
+            last[trace_id] = pkt
+            continue
+        if trace_id not in last:
+            continue
+        rule = _NFT_RULE.match(rest)
+        if rule:
+            text_ = rule.group(1) if rule.group(1) is not None else rule.group(2)
+            event = (table, chain, "rule", rule.group(3).strip(), text_.strip())
+        elif rest.startswith("policy "):
+            event = (table, chain, "policy", rest.split()[1], "")
+        else:  # a chain's end: "[verdict] continue|return [meta mark ...]"
+            words = rest.split(" meta ")[0].split()
+            verdict = " ".join(w for w in words if w != "verdict")
+            event = (table, chain, "return", verdict, "")
+        last[trace_id].events.append(event)
+    return packets
+
+
+def nft_base_chains(listing: str) -> dict[str, str]:
+    """``nft -j list chains`` -> ``{"ip kube-proxy nat-prerouting": "nat", ...}``: the type of
+    each base chain. The trace names the chain a walk began in, not its type (nat, filter),
+    which says what the walk could do to the packet."""
+    try:
+        doc = json.loads(listing or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    out = {}
+    for item in doc.get("nftables", []):
+        chain = item.get("chain") if isinstance(item, dict) else None
+        if chain and chain.get("type"):
+            out[f"{chain.get('family')} {chain.get('table')} {chain.get('name')}"] = \
+                str(chain["type"])
+    return out
+
+
+def _nft_action(rule: str) -> str:
+    """What an nftables rule did to the packet: its terminal statement (``dnat to
+    10.0.1.2:8080``, ``masquerade fully-random``, ``reject``...) without a comment."""
+    m = re.search(r"(?:^| )((?:dnat|snat|masquerade|redirect|reject|drop|accept|queue)\b.*)",
+                  rule)
+    if not m:
+        return rule
+    return re.sub(r' comment ".*"$', "", m.group(1))
+
+
+def nft_nat_walk(rules: Iterable[dict[str, Any]], node: str, kind: str = "DNAT") -> list[str]:
+    """For a drawing of a trace (its ``--json`` rules): the nftables chains a walk on
+    ``node`` went through to its first ``dnat``/``redirect`` (kind DNAT) or
+    ``snat``/``masquerade`` (SNAT), ending with that statement; [] if there was none. The
+    kernel's trace names no hooks: a walk begins after the verdict that ended the one
+    before it (an ``accept``, a ``drop``, a policy). As :meth:`Trace.chain` shows it."""
+    words = ("dnat", "redirect") if kind == "DNAT" else ("snat", "masquerade")
+    mine = [r for r in rules if str(r.get("node")) in (node, node.split(".")[-1])]
+    start = 0
+    for k, r in enumerate(mine):
+        rule, verdict = str(r.get("rule", "")), str(r.get("verdict", ""))
+        action = _nft_action(rule)
+        if verdict == "accept" and action.split()[:1] and action.split()[0] in words:
+            names: list[str] = []
+            for hit in mine[start:k + 1]:
+                chain = str(hit.get("chain", ""))
+                if chain in names:
+                    del names[names.index(chain) + 1:]  # back from a side trip
+                else:
+                    names.append(chain)
+                vmap = re.search(r"\bvmap (@\S+)", str(hit.get("rule", "")))
+                if vmap and str(hit.get("verdict", "")).startswith(("jump ", "goto ")):
+                    names.append(vmap.group(1))
+            return [*names, action]
+        if verdict in ("accept", "drop"):
+            start = k + 1
+    return []
+
+
+def _nft_table(table: str) -> bool:
+    """An nftables table: named with its family (``ip kube-proxy``), where iptables' tables
+    are one word (``nat``)."""
+    family, space, name = table.partition(" ")
+    return bool(space and name) and family in NFT_FAMILIES
+
+
 def _rule_text(table: str, chain: str, kind: str, verdict: str, text: str) -> str:
     """The rule as ``iptables-save`` writes it (``-A CHAIN ...``); ``-P CHAIN POLICY`` for
-    a chain's policy, as ``iptables -S`` writes it."""
+    a chain's policy, as ``iptables -S`` writes it. An nftables rule as ``nft list`` writes
+    it, ``policy accept`` for its base chain's policy."""
+    if _nft_table(table):
+        if kind == "policy":
+            return f"policy {verdict}"
+        return f"(end of {chain})" if kind == "return" else text
     if kind == "policy":
         return f"-P {chain} {verdict}"
     if kind == "return":
@@ -406,16 +573,27 @@ class RuleHit:
     leg: int = 1
     hook: str = ""  # netfilter's view of the packet: "in cbr0, out eth0"
     packet: str = ""  # its addresses at that point: "10.0.1.2:61000 > 10.3.241.152:80"
+    kind: str = ""  # rule, policy (the base chain's), return (end of a chain)
+    base_type: str = ""  # nftables: the type of the base chain the walk began in (nat...)
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "table": self.table, "chain": self.chain,
                 "rule": self.rule, "verdict": self.verdict}
 
     @property
+    def is_nft(self) -> bool:
+        return _nft_table(self.table)
+
+    @property
     def target(self) -> str:
-        """What the rule does: its ``-j`` target and arguments, or the chain's policy."""
-        if self.rule.startswith("-P "):
+        """What the rule does: its ``-j`` target and arguments, or the chain's policy; for
+        nftables its verdict (``goto service-...``) or what it did (``dnat to ...``)."""
+        if self.kind == "policy" or self.rule.startswith("-P "):
             return f"policy {self.verdict}"
+        if self.is_nft:
+            if self.verdict.startswith(("jump ", "goto ")) or self.verdict == "return":
+                return self.verdict
+            return _nft_action(self.rule)
         m = re.search(r" -[jg] (.*)$", self.rule)
         return m.group(1) if m else self.verdict
 
@@ -480,6 +658,7 @@ class Trace:
     dns: list[DnsQuery] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    monitors: list[str] = field(default_factory=list)  # the tools that reported the rules
 
     # -- the document --------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -500,7 +679,7 @@ class Trace:
                 "conntrack": [asdict(c) for c in self.conntrack],
                 "reply": {**asdict(self.reply), "hops": [asdict(h) for h in self.reply.hops]},
                 "dns": [asdict(q) for q in self.dns], "notes": list(self.notes),
-                "elapsed": self.elapsed}
+                "elapsed": self.elapsed, "monitors": list(self.monitors)}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Trace:
@@ -511,7 +690,7 @@ class Trace:
                    rules=[RuleHit(**r) for r in d["rules"]],
                    conntrack=[Conntrack(**c) for c in d["conntrack"]], reply=Reply(**reply),
                    dns=[DnsQuery(**q) for q in d.get("dns", [])], notes=list(d.get("notes", [])),
-                   elapsed=d.get("elapsed", 0.0))
+                   elapsed=d.get("elapsed", 0.0), monitors=list(d.get("monitors", [])))
 
     def json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_json(), indent=indent)
@@ -524,25 +703,37 @@ class Trace:
         chain jumped to and returned from, like KUBE-MARK-MASQ) are left out; the rules
         show them. The article's trace: ``PREROUTING, KUBE-SERVICES, KUBE-SVC-...,
         KUBE-SEP-..., DNAT``; to a pod IP: ``PREROUTING, ACCEPT`` (KUBE-SERVICES was
-        entered, nothing in it matched, the policy let the packet pass)."""
-        hits = [r for r in self.rules if r.table == table and r.leg == leg]
+        entered, nothing in it matched, the policy let the packet pass).
+
+        In nftables mode ``table`` is also the type of the base chain a walk began in (all
+        of kube-proxy's chains are in one table), a verdict map the rule looked the next
+        chain up in is a step (``@service-ips``), and the end is the statement itself:
+        ``nat-prerouting, services, @service-ips, service-...-default/service-test/tcp/,
+        endpoint-..., dnat to 10.0.2.2:8080``."""
+        hits = [r for r in self.rules if table in (r.table, r.base_type or r.table)
+                and r.leg == leg]
         if node is None and hits:
             node = hits[0].node
         out: list[str] = []
         for r in (r for r in hits if r.node == node):
-            if r.rule.startswith("(end of "):
+            if r.kind == "return" or r.rule.startswith("(end of "):
                 continue
             if r.chain in out:
                 del out[out.index(r.chain) + 1:]  # back from a side trip
             else:
                 out.append(r.chain)
-            if r.rule.startswith("-P "):
+            if r.kind == "policy" or r.rule.startswith("-P "):
                 out.append(r.verdict)
                 break
-            if r.verdict.startswith(("JUMP ", "GOTO ")):
+            if r.verdict.startswith(("JUMP ", "GOTO ", "jump ", "goto ")):
+                vmap = re.search(r"\bvmap (@\S+)", r.rule)
+                out += [vmap.group(1)] if vmap else []
                 out.append(r.verdict.split()[1])
             elif r.verdict in ("ACCEPT", "DROP"):
                 out.append(r.target.split()[0])
+                break
+            elif r.verdict in ("accept", "drop"):
+                out.append(r.target)
                 break
         return out
 
@@ -591,7 +782,8 @@ class Trace:
         headers = ["#", "NAMESPACE", "INTERFACE", "DIR", "SOURCE", "DESTINATION", ""]
         out.append(("The SYN, hop by hop (captured on every interface it crossed)", headers,
                     self._hop_rows(self.hops)))
-        out.append(("Rules it matched (the kernel's own trace: xtables-monitor --trace)",
+        tools = " and ".join(self.monitors) or XTABLES_MONITOR
+        out.append((f"Rules it matched (the kernel's own trace: {tools})",
                     ["NODE", "TABLE", "CHAIN", "VERDICT", "RULE"],
                     [[r.node, r.table, r.chain, r.verdict, r.rule] for r in self.rules]))
         out.append(("Connection tracking (each node's conntrack table)",
@@ -662,10 +854,12 @@ def build(raw: dict[str, Any]) -> Trace:
 
     ``raw`` holds: ``source``, ``source_ns``, ``source_ip``, ``destination``, ``ip_id`` and
     ``isn`` of the traced SYN, ``packets`` (captures, see :class:`Packet`), ``masters``
-    (namespace -> interface -> bridge), ``monitor`` (node -> xtables-monitor text),
-    ``conntrack`` (node -> ``conntrack -L -o extended`` text), ``asked`` (the address
-    and port the SYN was sent to), ``sport``, ``dns``, ``notes``,
-    ``elapsed``, and ``leg2`` (the IP ID and sequence number of a proxy's second SYN).
+    (namespace -> interface -> bridge), ``monitor`` (node -> xtables-monitor or nft
+    monitor text), ``monitor_tool`` (node -> which of the two; xtables-monitor if missing),
+    ``base_chains`` (node -> :func:`nft_base_chains`), ``conntrack`` (node -> ``conntrack
+    -L -o extended`` text), ``asked`` (the address and port the SYN was sent to),
+    ``sport``, ``dns``, ``notes``, ``elapsed``, and ``leg2`` (the IP ID and sequence
+    number of a proxy's second SYN).
     """
     ip_id, isn = int(raw["ip_id"]), int(raw["isn"])
     packets = order((Packet.from_dict(p) for p in raw.get("packets", [])),
@@ -703,8 +897,14 @@ def build(raw: dict[str, Any]) -> Trace:
     wanted1 = {p.tuple for p in leg1}
     wanted2 = {p.tuple for p in leg2}
     rules: list[RuleHit] = []
+    tools: set[str] = set()
+    stale: list[str] = []
     for node, text in sorted(raw.get("monitor", {}).items(), key=lambda kv: kv[0]):
-        for mp in parse_xtables_monitor(text):
+        tool = raw.get("monitor_tool", {}).get(node, XTABLES_MONITOR)
+        tools.add(tool)
+        nft = tool == NFT_MONITOR
+        bases = raw.get("base_chains", {}).get(node, {})
+        for mp in (parse_nft_monitor if nft else parse_xtables_monitor)(text):
             if not mp.is_syn:
                 continue
             if mp.ip_id == ip_id:
@@ -715,9 +915,14 @@ def build(raw: dict[str, Any]) -> Trace:
                 continue
             src, sport, dst, dport = mp.tuple
             for table, chain, kind, verdict, text_ in mp.events:
+                if table == f"inet {NFT_TABLE}":
+                    continue  # the tracer's own table, which switched tracing on
+                if nft and text_.startswith("unknown rule handle") and node not in stale:
+                    stale.append(node)
                 rules.append(RuleHit(node, table, chain,
                                      _rule_text(table, chain, kind, verdict, text_), verdict,
-                                     leg, mp.hook, f"{src}:{sport} > {dst}:{dport}"))
+                                     leg, mp.hook, f"{src}:{sport} > {dst}:{dport}", kind,
+                                     bases.get(f"{mp.table} {mp.chain}", "") if nft else ""))
     # Nodes are listed one after the other; a packet meets them in hop order.
     node_order = {}
     for h in hops:
@@ -741,6 +946,8 @@ def build(raw: dict[str, Any]) -> Trace:
     conntrack.sort(key=lambda c: node_order.get((1, c.node), node_order.get((2, c.node), 99)))
     dns = [DnsQuery(**q) for q in raw.get("dns", [])]
     notes = list(raw.get("notes", []))
+    notes += [f"{NFT_MONITOR} on {node} did not know some of the rules it reported (the "
+              "ruleset changed after it started): their text is missing" for node in stale]
     if hops and asked and hops[0].dst != asked:
         notes.insert(0, f"the SYN was sent to {asked}; the first interface it crossed already "
                      f"saw {hops[0].dst}: {hops[0].ns}'s own netfilter rewrote it on the way "
@@ -754,7 +961,7 @@ def build(raw: dict[str, Any]) -> Trace:
     return Trace(source=raw["source"], source_ns=raw["source_ns"], source_ip=raw["source_ip"],
                  destination=raw["destination"], hops=hops, rules=rules, conntrack=conntrack,
                  reply=reply, dns=dns, notes=notes,
-                 elapsed=float(raw.get("elapsed", 0.0)))
+                 elapsed=float(raw.get("elapsed", 0.0)), monitors=sorted(tools))
 
 
 def _split(addr: str) -> tuple[str, int]:

@@ -1,12 +1,14 @@
 """Capture the fixtures of tests/unit/test_trace.py again, from real labs (root or rootless).
 
-    python tests/unit/data/trace/capture.py
+    python tests/unit/data/trace/capture.py [iptables] [userspace] [nftables]
 
 Starts an iptables-mode and a userspace-mode article lab, adds a NodePort Service to the
 first, runs the tracer helper (``python -m kubenet.packets``) inside each lab on a few
 requests and writes what it captured, unprocessed: the xtables-monitor text of each node
 as ``<name>.<node>.txt``, the rest as ``<name>.json`` (with the texts put back under
-"monitor", the input of ``kubenet.trace.build``).
+"monitor", the input of ``kubenet.trace.build``). ``nftables`` does the same in an
+nftables-mode lab (``nft monitor trace`` texts, ``nft_*`` fixtures). With no argument: the
+iptables and userspace fixtures.
 The random draws (source port, IP ID, sequence number, which endpoint) differ each run.
 """
 
@@ -35,11 +37,12 @@ spec:
 CLIENT = "service-test-6ffd9ddbbf-kf4j2"
 
 
-def request(source: str, source_ns: str, dest: str) -> dict:
+def request(source: str, source_ns: str, dest: str, monitor: str = "xtables") -> dict:
     host, _, port = dest.rpartition(":")
     return {"op": "trace", "source": source, "source_ns": source_ns, "destination": dest,
             "host": host, "port": int(port), "resolv": resolv_conf("default", "10.3.240.10"),
-            "nodes": ["node1", "node2"], "dns_server": "10.3.240.10"}
+            "nodes": ["node1", "node2"], "dns_server": "10.3.240.10",
+            "monitors": {"node1": monitor, "node2": monitor}}
 
 
 def reached(raw: dict, address: str) -> bool:
@@ -68,7 +71,38 @@ def capture(lab: kubenet.Lab, cases: dict[str, dict], tries: int = 8) -> None:
         print(name, "captured")
 
 
-def main() -> None:
+def main(which: list[str]) -> None:
+    if "nftables" in which:
+        nftables()
+    if "iptables" in which:
+        iptables()
+    if "userspace" in which:
+        userspace()
+
+
+def nftables() -> None:
+    with kubenet.Lab("article", proxy_mode="nftables") as lab:
+        lab.apply(NODEPORT)
+        pod = f"default.{CLIENT}"
+        far, near = "10.0.2.2", "10.0.1.2"
+
+        def nft(source: str, ns: str, dest: str) -> dict:
+            return request(source, ns, dest, monitor="nft")
+
+        capture(lab, {
+            "nft_clusterip": {"request": nft(CLIENT, pod, "10.3.241.152:80"),
+                              "want": lambda raw: reached(raw, far)},
+            "nft_name": {"request": nft(CLIENT, pod, "service-test:80"),
+                         "want": lambda raw: reached(raw, near)},
+            "nft_podip": {"request": nft(CLIENT, pod, "10.0.2.2:8080")},
+            "nft_nodeport": {"request": nft("external", "external", "10.100.0.2:30080"),
+                             "want": lambda raw: reached(raw, far)},
+            "nft_fromnode": {"request": nft("node1", "node1", "10.3.241.152:80"),
+                             "want": lambda raw: reached(raw, near)},
+        })
+
+
+def iptables() -> None:
     with kubenet.Lab("article") as lab:
         lab.apply(NODEPORT)
         pod = f"default.{CLIENT}"
@@ -87,6 +121,9 @@ def main() -> None:
                          "want": lambda raw: reached(raw, near)},
             "closed": {"request": request(CLIENT, pod, "10.0.2.2:81")},
         })
+
+
+def userspace() -> None:
     with kubenet.Lab("article", proxy_mode="userspace") as lab:
         capture(lab, {"userspace": {"request": request(CLIENT, f"default.{CLIENT}",
                                                        "10.3.241.152:80"),
@@ -96,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["iptables", "userspace"])
