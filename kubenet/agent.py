@@ -127,6 +127,21 @@ class Agent:
                              "is no proxy process (and no log) in that mode")
         return proxy.log()
 
+    def op_extra_services(self, node: str, count: int, endpoints: list[str]) -> dict[str, Any]:
+        """Hand ``node``'s kube-proxy ``count`` synthetic Services (kubenet.scale) and sync
+        it now; returns the sync's timings. ``count=0`` takes them away again."""
+        from . import scale
+
+        proxy = self.cluster.proxies.get(node)
+        if proxy is None:
+            raise NotFound(f'Error from server (NotFound): nodes "{node}" not found')
+        try:
+            services, slices = scale.synthetic(count, endpoints)
+            return proxy.resync(services, slices)
+        except ValueError as err:
+            raise BadRequest(str(err) if str(err).startswith("error:")
+                             else f"error: {err}") from None
+
     def op_kube_proxy(self, action: str, node: str) -> str:
         return self.cluster.kube_proxy(action, node)
 

@@ -11,10 +11,14 @@ the kernel's and the proxy's, not Python's:
 - ``iperf3`` in the client pod against an ``iperf3 -s`` pod: bulk throughput.
 
 Each is measured **direct** (to the server pod's IP) and **through the Service's cluster
-IP**, with kube-proxy in iptables mode, then in userspace mode (the article's 2015 design).
-kube-proxy's nftables mode has a slot in every table, JSON object and plot but is not
-measured: kubenet has no nftables mode yet, so those figures are ``null``. The lab's own
-start-up is measured too: ``kubenet up --scenario article``, median of several runs.
+IP**, with kube-proxy in iptables mode, then in nftables mode, then in userspace mode (the
+article's 2015 design). Then the same lab measures **scale** (:mod:`kubenet.scale`):
+node1's kube-proxy is handed 100, 1,000, 5,000 and 10,000 Services of two endpoints each,
+in iptables and in nftables mode; each size gives the time of the full sync and the TCP
+connect latency to the Service kube-proxy matches first and to the one it matches last.
+And **the lab itself**: ``kubenet up --scenario article`` (median of several runs), a warm
+``trace`` and a diagram in the benchmark's lab, and 10 / 50 / 100 pods per node (a light
+server, ``nc -lk``, in each) from apply to all Ready.
 
 Method, for a shared 2-core machine
 -----------------------------------
@@ -95,7 +99,8 @@ Output
 ------
 A table (or with ``--json`` JSON Lines on stdout: one object per figure with ``name``,
 ``value``, ``unit`` and ``settings``, the last line the summary), progress on stderr
-(tqdm if installed), and plots (matplotlib, PNG and SVG) plus ``results.jsonl``,
+(tqdm if installed), and plots (matplotlib, PNG and SVG: ``datapath``, ``latency``,
+``port_reuse``, ``scale_sync``, ``scale_latency``) plus ``results.jsonl``,
 ``runs.json``, ``machine.json`` and ``README.md`` in ``--out`` (``bench/results/``, or
 ``bench/results/quick/`` with ``--quick``, so a quick run never overwrites the committed
 full run).
@@ -122,6 +127,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .scale import (
+    QUICK_SIZES,
+    SIZES,
+    Point,
+    ScaleRun,
+    format_scale_table,
+    nginx_pod,
+    scale_figures,
+    scale_manifest,
+    write_scale_plots,
+)
+
 __all__ = [
     "MODES", "MEASURED_MODES", "KINDS", "Settings", "WrkResult", "IperfResult", "Run", "Stat",
     "parse_wrk", "parse_duration_ms", "parse_iperf3", "parse_proc_net", "split_sections",
@@ -130,16 +147,15 @@ __all__ = [
 ]
 
 MODES = ("iptables", "nftables", "userspace")  # kube-proxy modes, in the order shown
-MEASURED_MODES = ("iptables", "userspace")  # nftables: no such mode in kubenet yet
-NOT_MEASURED = {"nftables": "not measured: kubenet has no nftables proxy mode yet"}
+MEASURED_MODES = MODES
+NOT_MEASURED: dict[str, str] = {}  # a mode with a slot in the tables that a run skipped
 KINDS = ("close", "keepalive", "bulk")
 KIND_TITLES = {"close": "new connection per request", "keepalive": "keep-alive",
                "bulk": "bulk (iperf3)"}
-# Summary keys the other levels of the benchmark will fill; null until they exist.
 # kubernetes PR #16344 (2015): throughput through the proxy as a share of pod-to-pod.
 REFERENCE = {"source": "kubernetes PR #16344 (2015), throughput as a share of pod-to-pod",
              "ratio_userspace_direct": 0.36, "ratio_iptables_direct": 0.96}
-LATER_KEYS = ("trace_s", "growth_iptables_10k", "growth_nftables_10k", "sync_iptables_10k_s",
+SCALE_KEYS = ("growth_iptables_10k", "growth_nftables_10k", "sync_iptables_10k_s",
               "sync_nftables_10k_s")
 
 # ----------------------------------------------------------------------------------
@@ -443,8 +459,11 @@ def reuse_figures(reuse_runs: Sequence[dict[str, Any]],
 
 
 def summary(runs: Sequence[Run], up_samples: Sequence[float] = (),
+            trace_samples: Sequence[float] = (), scale_points: Sequence[Any] = (),
             **extra: Any) -> dict[str, Any]:
     """The last JSON line: the headline figures any script can read."""
+    from .scale import scale_summary
+
     def ratio(mode: str, kind: str) -> float | None:
         stat = Stat.of(paired_ratios(runs, mode, kind))
         return _round(stat.median) if stat else None
@@ -453,8 +472,9 @@ def summary(runs: Sequence[Run], up_samples: Sequence[float] = (),
     out: dict[str, Any] = {"name": "summary", "up_article_s": _round(up.median) if up else None}
     for mode in ("iptables", "nftables", "userspace"):
         out[f"ratio_{mode}_direct"] = ratio(mode, "close")
-    for key in LATER_KEYS:
-        out[key] = None
+    trace = Stat.of(trace_samples)
+    out["trace_s"] = _round(trace.median) if trace else None
+    out.update(scale_summary(scale_points))
     for mode in ("iptables", "nftables", "userspace"):
         out[f"ratio_{mode}_direct_keepalive"] = ratio(mode, "keepalive")
         out[f"ratio_{mode}_direct_bulk"] = ratio(mode, "bulk")
@@ -467,9 +487,11 @@ def summary(runs: Sequence[Run], up_samples: Sequence[float] = (),
         syn[path] = _round(stat.high, 3) if stat else None
     out["syn_retrans_pct_max"] = syn
     out["reference"] = REFERENCE
-    out["not_measured"] = {"nftables": NOT_MEASURED["nftables"],
-                           **{k: "not measured yet: a later level of the benchmark"
-                              for k in LATER_KEYS}}
+    missing = {k: "not measured in this run (--quick measures 100 and 1,000 services)"
+               for k in SCALE_KEYS if out[k] is None}
+    missing.update(NOT_MEASURED)
+    if missing:
+        out["not_measured"] = missing
     out.update(extra)
     return out
 
@@ -534,7 +556,8 @@ def format_table(figs: Sequence[dict[str, Any]], summ: dict[str, Any] | None = N
     lines.append("  ".join(h.ljust(w) for h, w in zip(["", *heads], widths, strict=True)))
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    lines.append("nftables: " + NOT_MEASURED["nftables"])
+    for mode, note in NOT_MEASURED.items():
+        lines.append(f"{mode}: {note}")
     lines.append(f"reference, {REFERENCE['source']}: iptables "
                  f"{REFERENCE['ratio_iptables_direct']:.2f}x, userspace "
                  f"{REFERENCE['ratio_userspace_direct']:.2f}x")
@@ -542,6 +565,16 @@ def format_table(figs: Sequence[dict[str, Any]], summ: dict[str, Any] | None = N
     if up:
         lines.append(f"kubenet up --scenario article: {cell('lab.up_article_s')} s "
                      f"(median of {up['n']} runs)")
+    for name, what in (("lab.trace_s", "a warm trace (client pod -> cluster IP)"),
+                       ("lab.draw_s", "the lab's diagram, lab.draw().svg()")):
+        f = by.get(name)
+        if f:
+            lines.append(f"{what}: {cell(name)} s (median of {f['n']} runs)")
+    pods = [f for f in figs if f["name"].startswith("lab.pods_")]
+    if pods:
+        lines.append("pods per node, apply to all Ready (a light server in each): " + ", ".join(
+            f"{f['settings']['pods_per_node']} per node {_fmt(f['value'], 's')} s"
+            for f in pods))
     reuse = [f for f in figs if f["name"].startswith("reuse.")]
     if reuse:
         lines.append("Port reuse, iptables mode: one client pod per series, a 1,024-port "
@@ -560,8 +593,8 @@ def format_table(figs: Sequence[dict[str, Any]], summ: dict[str, Any] | None = N
                 lines.append(f"  {'':<13} {'':<7} SYN retransmits % {pct}; server PAWS drops "
                              f"{paws}; node1 rewritten ports {nat}")
     if summ:
-        keys = ("up_article_s", "ratio_iptables_direct", "ratio_nftables_direct",
-                "ratio_userspace_direct")
+        keys = ("up_article_s", "trace_s", "ratio_iptables_direct", "ratio_nftables_direct",
+                "ratio_userspace_direct", *SCALE_KEYS)
         lines.append("summary: " + ", ".join(f"{k} {summ.get(k)}" for k in keys))
     return "\n".join(lines)
 
@@ -609,53 +642,13 @@ def machine() -> dict[str, Any]:
 # Running part: the lab, the pods, the tools.
 # ----------------------------------------------------------------------------------
 
-BENCH_TOOLS = {"wrk": "wrk", "iperf3": "iperf3", "nginx": "nginx", "conntrack": "conntrack"}
+BENCH_TOOLS = {"wrk": "wrk", "iperf3": "iperf3", "nginx": "nginx", "conntrack": "conntrack",
+               "nc": "netcat-openbsd", "nft": "nftables"}
 HTTP_PORT, IPERF_PORT = 8080, 5201
 
-# nginx runs as a pod's program on the host: its files live in the pod's working
-# directory. master_process off: a single process that never switches user, and `user`
-# is whoever runs it (it only decides who owns the temporary directories), so it runs the
-# same in the root tier and the rootless one, where "root" is a mapped user and nginx
-# could neither setgid to nobody nor chown its directories to it.
-SERVER_MANIFEST = """\
-# kubenet bench: the servers, on node2. No images: nginx and iperf3 are the host's.
-apiVersion: v1
-kind: Pod
-metadata:
-  name: bench-nginx
-  labels: {app: bench-nginx}
-spec:
-  nodeName: node2
-  containers:
-  - name: nginx
-    image: nginx
-    command: ["/bin/sh", "-c"]
-    args:
-    - |
-      mkdir -p www tmp && echo ok > www/index.html
-      cat > nginx.conf <<CONF
-      daemon off;
-      master_process off;
-      user $(id -un) $(id -gn);
-      worker_processes 1;
-      pid $PWD/nginx.pid;
-      error_log stderr warn;
-      events { worker_connections 1000; }
-      http {
-        access_log off;
-        client_body_temp_path $PWD/tmp/body;
-        proxy_temp_path $PWD/tmp/proxy;
-        fastcgi_temp_path $PWD/tmp/fastcgi;
-        uwsgi_temp_path $PWD/tmp/uwsgi;
-        scgi_temp_path $PWD/tmp/scgi;
-        keepalive_requests 1000000;
-        keepalive_timeout 300s;
-        server { listen 8080 backlog=4096; root $PWD/www; }
-      }
-      CONF
-      exec nginx -e stderr -p "$PWD" -c "$PWD/nginx.conf"
-    ports:
-    - {name: http, containerPort: 8080}
+SERVER_MANIFEST = ("# kubenet bench: the servers, on node2. No images: nginx and iperf3 are "
+                   "the host's.\n" + nginx_pod("bench-nginx", "bench-nginx", port=HTTP_PORT)
+                   + """\
 ---
 apiVersion: v1
 kind: Pod
@@ -684,6 +677,20 @@ metadata: {name: bench-iperf}
 spec:
   selector: {app: bench-iperf}
   ports: [{port: 5201, targetPort: iperf}]
+""" + "---\n" + scale_manifest())
+
+LIGHT_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: light}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: server
+    image: netcat
+    command: ["nc", "-lk", "8080"]
 """
 
 CLIENT_MANIFEST = """\
@@ -707,8 +714,8 @@ REUSE_PORT_RANGE = (40000, 41023)
 @dataclass
 class Settings:
     reps: int = 6
-    close_s: float = 4.0
-    keepalive_s: float = 3.0
+    close_s: float = 3.0
+    keepalive_s: float = 2.0
     bulk_s: int = 3
     bulk_omit_s: int = 1
     min_connections: int = 2000
@@ -718,13 +725,19 @@ class Settings:
     reuse_pairs: int = 3
     reuse_same_path_runs: int = 3
     reuse_s: float = 3.0
+    scale_sizes: tuple[int, ...] = SIZES
+    scale_rounds: int = 2000
+    pods_per_node: tuple[int, ...] = (10, 50, 100)
+    trace_runs: int = 10
+    draw_runs: int = 5
     quick: bool = False
 
     @classmethod
     def for_run(cls, quick: bool, reps: int | None = None) -> Settings:
         s = cls(reps=2, close_s=1.0, keepalive_s=1.0, bulk_s=1, bulk_omit_s=0,
                 min_connections=500, up_runs=3, reuse_pairs=2, reuse_same_path_runs=2,
-                reuse_s=1.0, quick=True) if quick else cls()
+                reuse_s=1.0, scale_sizes=QUICK_SIZES, scale_rounds=500, pods_per_node=(10,),
+                trace_runs=5, draw_runs=3, quick=True) if quick else cls()
         if reps is not None:
             s.reps = reps
         return s
@@ -799,12 +812,17 @@ class Bench:
         self.warnings: list[str] = []
         self._seconds: dict[tuple[str, str, str], float] = {}
         self.targets: dict[str, str] = {}
+        self.trace_samples: list[float] = []
+        self.draw_samples: list[float] = []
+        self.pod_runs: list[dict[str, Any]] = []
+        self.scale_points: list[Any] = []
 
     # -- plan ---------------------------------------------------------------------
     def steps(self) -> int:
         s = self.s
         return (s.up_runs + 1 + len(MEASURED_MODES) * s.reps * 2 * len(KINDS)
-                + sum(len(paths) for _, paths, _ in self.reuse_series()))
+                + sum(len(paths) for _, paths, _ in self.reuse_series())
+                + 2 + 2 * len(s.scale_sizes) + len(s.pods_per_node))
 
     # -- kubenet up --scenario article ---------------------------------------------
     def measure_up(self) -> None:
@@ -838,6 +856,7 @@ class Bench:
                 log = str(self.lab.logs(name)).strip().splitlines()
                 raise KubenetError(f"error: kubenet bench: pod {name} is not ready: "
                                    + (log[-1] if log else "no output"))
+        self.lab.wait()
         pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in self.lab.pods()}
         services = json.loads(str(self.lab.get("services", output="json")))["items"]
         vips = {s["metadata"]["name"]: s["spec"]["clusterIP"] for s in services}
@@ -988,6 +1007,59 @@ class Bench:
                         syn = f", SYN retrans {run.syn_pct:.1f}%" if kind != "bulk" else ""
                         self.progress.step(f"{mode} {kind} {path}: {run.value:,.2f} {unit}{syn}")
 
+    # -- the lab itself -----------------------------------------------------------------
+    def measure_lab(self) -> None:
+        """A warm trace (one cold one first) and the lab's diagram, in this lab."""
+        self.set_mode("iptables")
+        self.lab.trace("scale-client", "bench-http:80")
+        for _ in range(self.s.trace_runs):
+            start = time.perf_counter()
+            trace = self.lab.trace("scale-client", "bench-http:80")
+            self.trace_samples.append(time.perf_counter() - start)
+            if not trace.answered:
+                self.warn("a trace to bench-http got no answer")
+        self.progress.step(f"trace {statistics.median(self.trace_samples):.3f}s")
+        for _ in range(self.s.draw_runs):
+            start = time.perf_counter()
+            self.lab.draw().svg()
+            self.draw_samples.append(time.perf_counter() - start)
+        self.progress.step(f"diagram {statistics.median(self.draw_samples):.3f}s")
+
+    def measure_pods(self) -> None:
+        """``n`` pods per node (a light server: ``nc -lk``) in a lab of their own: the time
+        from apply to all Ready, and from delete to all gone."""
+        from .lab import Lab
+
+        for per_node in self.s.pods_per_node:
+            self.progress.note(f"{per_node} pods per node")
+            with Lab("empty", name=f"{self.name}-pods") as lab:
+                docs = [LIGHT_POD.format(name=f"light-{node}-{i}", node=node)
+                        for node in ("node1", "node2") for i in range(per_node)]
+                start = time.perf_counter()
+                lab.apply("---\n".join(docs))
+                lab.wait(timeout=300)
+                ready_s = time.perf_counter() - start
+                ready = sum(1 for p in lab.pods()
+                            if p["metadata"]["name"].startswith("light-") and
+                            p["status"].get("phase") == "Running")
+                start = time.perf_counter()
+                lab.delete("-f", "---\n".join(docs))
+                while any(p["metadata"]["name"].startswith("light-") for p in lab.pods()):
+                    time.sleep(0.05)
+                gone_s = time.perf_counter() - start
+            self.pod_runs.append({"pods_per_node": per_node, "pods": 2 * per_node,
+                                  "running": ready, "ready_s": ready_s, "delete_s": gone_s})
+            self.progress.step(f"{per_node} pods per node: Ready in {ready_s:.2f}s")
+
+    # -- scale ---------------------------------------------------------------------------
+    def measure_scale(self) -> None:
+        run = ScaleRun(self.lab, rounds=self.s.scale_rounds, note=self.progress.note,
+                       step=self.progress.step)
+        for mode in ("iptables", "nftables"):
+            run.measure(mode, self.s.scale_sizes)
+        self.scale_points = run.points
+        self.set_mode("iptables")
+
     # -- the port reuse experiment ----------------------------------------------------
     def _server_counters(self) -> dict[str, int]:
         return parse_proc_net(self._sh("bench-nginx", "cat /proc/net/snmp /proc/net/netstat",
@@ -1097,7 +1169,7 @@ class Bench:
 # Plots and files.
 # ----------------------------------------------------------------------------------
 
-PATH_COLORS = {"direct": "#4c72b0", "iptables": "#55a868", "nftables": "#bbbbbb",
+PATH_COLORS = {"direct": "#4c72b0", "iptables": "#55a868", "nftables": "#8172b2",
                "userspace": "#c44e52"}
 
 
@@ -1166,8 +1238,7 @@ def write_plots(figs: Sequence[dict[str, Any]], reuse_runs: Sequence[dict[str, A
                 ax.annotate(f"p{p}\n{_fmt(f['value'], 'ms')}",
                             (i + (j - 0.5) * width, f["max"]), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(cols)), ["direct", "iptables", "nftables\n(not measured)",
-                                         "userspace"])
+        ax.set_xticks(range(len(cols)), ["direct", "iptables", "nftables", "userspace"])
         ax.set_ylabel("ms")
         ax.set_title(f"latency, {KIND_TITLES[kind]} (wrk: request to response)", fontsize=10)
         ax.margins(y=0.25)
@@ -1217,14 +1288,46 @@ def _doc_section(heading: str) -> str:
     return "\n".join(lines[start:end]).strip().replace("``", "`")
 
 
+def _scale_method(doc: str) -> str:
+    """The scale module's docstring from its second paragraph to its last."""
+    paras = doc.strip().split("\n\n")
+    return "\n\n".join(paras[1:-1]).replace("``", "`").replace(":meth:", "").replace(
+        ":data:", "")
+
+
+def lab_figures(trace_samples: Sequence[float], draw_samples: Sequence[float],
+                pod_runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lab's own speed: a warm trace, a diagram, pods per node."""
+    out = []
+    if trace_samples:
+        out.append(_figure("lab.trace_s", Stat.of(trace_samples), "s",
+                           {"call": "lab.trace('scale-client', 'bench-http:80')",
+                            "warm": "after one trace that is not counted"}))
+    if draw_samples:
+        out.append(_figure("lab.draw_s", Stat.of(draw_samples), "s",
+                           {"call": "lab.draw().svg()"}))
+    for r in pod_runs:
+        settings = {"pods_per_node": r["pods_per_node"], "nodes": 2,
+                    "server": "nc -lk 8080 in each pod", "lab": "its own, empty"}
+        out.append(_figure(f"lab.pods_{r['pods_per_node']}_per_node.ready_s",
+                           Stat.of([r["ready_s"]]), "s", settings, running=r["running"],
+                           delete_s=_round(r["delete_s"])))
+    return out
+
+
 def write_results(out: Path, lines: Sequence[dict[str, Any]], table: str, command: str,
                   mach: dict[str, Any], elapsed: float, reuse_runs: Sequence[dict[str, Any]],
-                  runs: Sequence[Run]) -> None:
+                  runs: Sequence[Run], scale_points: Sequence[Point] = (),
+                  pod_runs: Sequence[dict[str, Any]] = ()) -> None:
     """results.jsonl (the JSON Lines), runs.json (every run), machine.json, README.md."""
+    from . import scale
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (out / "runs.json").write_text(json.dumps({"runs": [asdict(r) for r in runs],
-                                               "reuse": list(reuse_runs)}, indent=1) + "\n")
+                                               "reuse": list(reuse_runs),
+                                               "scale": [asdict(p) for p in scale_points],
+                                               "pods": list(pod_runs)}, indent=1) + "\n")
     (out / "machine.json").write_text(json.dumps(mach, indent=1) + "\n")
     tools = ", ".join(f"{v}" for v in mach.get("tools", {}).values() if v)
     readme = [
@@ -1240,11 +1343,14 @@ def write_results(out: Path, lines: Sequence[dict[str, Any]], table: str, comman
         "```", table, "```", "",
         "Files: `results.jsonl` (what `kubenet bench --json` printed: one figure a line, the "
         "summary last), `runs.json` (every run), `machine.json`, and the plots "
-        "`datapath`, `latency` and `port_reuse` (PNG and SVG).", "",
+        "`datapath`, `latency`, `port_reuse`, `scale_sync` and `scale_latency` (PNG and "
+        "SVG).", "",
         "## Method", "", _doc_section("Method, for a shared 2-core machine"), "",
         "## Why a connection-per-request benchmark from one client address hurts the DNAT "
         "path", "", _doc_section("Why a connection-per-request benchmark"), "",
         "(From the docstring of `kubenet/bench.py`.)", "",
+        "## Scale", "", _scale_method(scale.__doc__ or ""), "",
+        "(From the docstring of `kubenet/scale.py`.)", "",
     ]
     (out / "README.md").write_text("\n".join(readme))
 
@@ -1291,7 +1397,11 @@ def run_cli(args: Any) -> int:
         bench.measure_up()
         bench.open()
         bench.measure_modes()
+        bench.measure_lab()
+        bench.measure_scale()
         bench.reuse_experiment()
+        bench.close()
+        bench.measure_pods()
     finally:
         bench.close()
         progress.close()
@@ -1299,19 +1409,28 @@ def run_cli(args: Any) -> int:
     elapsed = time.monotonic() - started
     command = "kubenet bench" + (" --quick" if args.quick else "") + \
         (f" --reps {args.reps}" if args.reps else "")
-    figs = figures(bench.runs, bench.settings_record(), bench.up_samples, bench.reuse_runs)
-    summ = summary(bench.runs, bench.up_samples, quick=settings.quick, warnings=bench.warnings,
+    figs = [*figures(bench.runs, bench.settings_record(), bench.up_samples, bench.reuse_runs),
+            *lab_figures(bench.trace_samples, bench.draw_samples, bench.pod_runs),
+            *scale_figures(bench.scale_points)]
+    summ = summary(bench.runs, bench.up_samples, bench.trace_samples, bench.scale_points,
+                   quick=settings.quick, warnings=bench.warnings,
                    elapsed_s=round(elapsed, 1), lab=bench.name, out=str(out),
                    machine={k: mach.get(k) for k in ("cpu", "cores", "kernel", "os",
                                                      "virtualized", "tier")})
     table = format_table(figs, summ)
+    if bench.scale_points:
+        table += "\n\nScale: node1's kube-proxy with N more Services, 2 endpoints each; TCP " \
+            "connect from a pod on node1, median\n" + format_scale_table(bench.scale_points)
     lines = [*figs, summ]
-    write_results(out, lines, table, command, mach, elapsed, bench.reuse_runs, bench.runs)
+    write_results(out, lines, table, command, mach, elapsed, bench.reuse_runs, bench.runs,
+                  bench.scale_points, bench.pod_runs)
     if args.quick and not args.out:
         (out / ".gitignore").write_text("# quick runs are not committed\n*\n")
     if not args.no_plots:
         try:
             write_plots(figs, bench.reuse_runs, out, command)
+            if bench.scale_points:
+                write_scale_plots(bench.scale_points, out, command)
         except ImportError:
             print("kubenet bench: matplotlib is not installed; no plots", file=sys.stderr)
     if args.json:
@@ -1370,8 +1489,16 @@ class Results:
         ``kind="keepalive"`` or ``"bulk"`` for the others."""
         return self.summary.get(f"ratio_{mode}_direct" + (f"_{kind}" if kind else ""))
 
+    def scale(self) -> Any:
+        """The scale points of this run (a :class:`kubenet.scale.Scale`), from runs.json."""
+        from .scale import Scale, points_from
+
+        runs = json.loads((self.directory / "runs.json").read_text())
+        return Scale(points_from(runs.get("scale", [])))
+
     def plot(self, name: str) -> Any:
-        """A saved plot (``datapath``, ``latency``, ``port_reuse``), shown inline."""
+        """A saved plot (``datapath``, ``latency``, ``port_reuse``, ``scale_sync``,
+        ``scale_latency``), shown inline."""
         from IPython.display import SVG
 
         return SVG(filename=str(self.directory / f"{name}.svg"))

@@ -193,6 +193,13 @@ class Lab:
         """Stop or start the kube-proxy of ``node`` (its rules stay while it is stopped)."""
         return self._call("kube_proxy", action=action, node=node)
 
+    def extra_services(self, node: str, count: int, endpoints: list[str]) -> dict[str, float]:
+        """Hand ``node``'s kube-proxy ``count`` more Services (``scale/svc-00000`` ...,
+        two endpoints each: ``endpoints``), as if the API server held them, and sync it
+        now. Returns the sync's wall times in seconds: ``render`` (kubenet's Python),
+        ``save`` and ``apply`` (iptables-restore, or nft -f). ``count=0`` removes them."""
+        return self._call("extra_services", node=node, count=count, endpoints=list(endpoints))
+
     def logs(self, pod: str, container: str | None = None, previous: bool = False) -> Text:
         return Text(self._call("logs", name=pod, container=container, previous=previous))
 

@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,33 @@ class Proxy:
         self.error = ""
         self.rules = ""
         self._thread: threading.Thread | None = None
+        # Services and EndpointSlices this kube-proxy sees beside the lab's own, as if the
+        # API server held them (the scale benchmark's thousands); see :meth:`resync`.
+        self.extra: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        # Wall times of the last sync's steps: render (kubenet's Python), save, apply (the
+        # tool that hands the rules to the kernel: iptables-restore or nft -f).
+        self.timings: dict[str, float] = {}
+        self._sync_lock = threading.Lock()
+
+    def state(self) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The lab's Services and EndpointSlices at a version, plus :attr:`extra`."""
+        version, services, slices = self.cluster.proxy_state()
+        return version, services + self.extra[0], slices + self.extra[1]
+
+    def resync(self, services: list[dict[str, Any]],
+               slices: list[dict[str, Any]]) -> dict[str, float]:
+        """Replace :attr:`extra` and sync now; returns the sync's :attr:`timings`."""
+        if self.mode not in ("iptables", "nftables"):
+            raise ValueError(f"kube-proxy on {self.node.name} runs in {self.mode} mode; "
+                             "extra services need the iptables or nftables mode")
+        with self._sync_lock:
+            self.extra = (services, slices)
+            self.timings = {}
+            self.sync()
+            return dict(self.timings)
+
+    def _timed(self, step: str, start: float) -> None:
+        self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - start
 
     def _run(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["nsenter", f"--net={NETNS_DIR}/{self.node.name}", "--", *argv],
@@ -106,7 +134,8 @@ class Proxy:
             if not self.running:
                 break
             try:
-                self.sync()
+                with self._sync_lock:
+                    self.sync()
                 self.error = ""
             except Exception as err:  # keep running, as kube-proxy does; retry on next change
                 self.error = str(err)
@@ -168,19 +197,27 @@ class IptablesProxy(Proxy):
 
     def sync(self) -> None:
         """One full sync: render everything, apply it in one iptables-restore."""
-        version, services, slices = self.cluster.proxy_state()
+        version, services, slices = self.state()
         if not self._prepared:
             self._prepare()
         options = {"node_name": self.node.name, "node_ips": [self.node.ip],
                    "cluster_cidr": self.cluster.topology.pod_cidr, "nfacct": self.nfacct}
+        start = time.perf_counter()
         text = renderer.render(services, slices, **options)
+        self._timed("render", start)
         if text != self.rules:
             # As kube-proxy does on a full sync: chains it no longer needs are deleted (-X).
+            start = time.perf_counter()
             saved = self._run(["iptables-save", "-t", "nat"]).stdout
             existing = [line[1:].split()[0] for line in saved.splitlines()
                         if line.startswith(":")]
-            self._restore(renderer.render(services, slices, existing_nat_chains=existing,
-                                          **options))
+            self._timed("save", start)
+            start = time.perf_counter()
+            full = renderer.render(services, slices, existing_nat_chains=existing, **options)
+            self._timed("render", start)
+            start = time.perf_counter()
+            self._restore(full)
+            self._timed("apply", start)
             self.rules = text
             self.syncs += 1
         self._mark_synced(version)
@@ -194,14 +231,18 @@ class NftablesProxy(Proxy):
     def sync(self) -> None:
         """A full sync: replace the table in one ``nft -f`` transaction (declaring it first,
         so the delete works on the first sync too)."""
-        version, services, slices = self.cluster.proxy_state()
+        version, services, slices = self.state()
+        start = time.perf_counter()
         text = nft_renderer.render(services, slices, node_name=self.node.name,
                                    node_ips=[self.node.ip],
                                    cluster_cidr=self.cluster.topology.pod_cidr,
                                    service_cidrs=[self.cluster.topology.service_cidr])
+        self._timed("render", start)
         if text != self.rules:
             batch = "add table ip kube-proxy\ndelete table ip kube-proxy\n" + text
+            start = time.perf_counter()
             done = self._run(["nft", "-f", "-"], batch)
+            self._timed("apply", start)
             if done.returncode != 0:
                 raise RuntimeError(f"{self.node.name}: nft: {done.stderr.strip()}")
             self.rules = text

@@ -24,6 +24,7 @@ from kubenet.bench import (
     summary,
     syn_retrans_pct,
 )
+from kubenet.scale import Point
 
 DATA = Path(__file__).parent / "data" / "bench"
 
@@ -154,6 +155,8 @@ def sample_runs() -> list[Run]:
                      syn_retrans=40, **http)
     runs += runs_for("iptables", "keepalive", [8000, 8000, 8000], [7200, 8000, 7600], **http)
     runs += runs_for("userspace", "keepalive", [8000, 8000, 8000], [4000, 4000, 4000], **http)
+    runs += runs_for("nftables", "close", [1000, 2000, 1500], [1000, 1900, 1400],
+                     syn_retrans=0, **http)
     runs += runs_for("iptables", "bulk", [4.0, 5.0, 4.5], [4.0, 4.5, 4.5])
     runs += runs_for("userspace", "bulk", [4.0, 5.0, 4.5], [1.0, 1.0, 1.0])
     return runs
@@ -162,13 +165,14 @@ def sample_runs() -> list[Run]:
 def test_ratios_pair_the_runs_of_one_repetition():
     runs = sample_runs()
     assert paired_ratios(runs, "iptables", "close") == pytest.approx([0.95, 0.9, 1.0])
-    assert paired_ratios(runs, "nftables", "close") == []
+    assert paired_ratios(runs, "nftables", "close") == pytest.approx([1.0, 0.95, 14 / 15])
+    assert paired_ratios(runs, "nftables", "bulk") == []
     # A repetition without its partner is left out
     lone = [r for r in runs if not (r.rep == 2 and r.path == "direct")]
     assert paired_ratios(lone, "iptables", "close") == pytest.approx([0.95, 0.9])
 
 
-def test_figures_have_name_value_unit_settings_and_an_nftables_slot():
+def test_figures_have_name_value_unit_settings_for_every_mode():
     runs = sample_runs()
     figs = figures(runs, {"method": {"reps": 3}, "close": {"tool": "wrk"}},
                    up_samples=[0.5, 0.7, 0.6])
@@ -176,7 +180,7 @@ def test_figures_have_name_value_unit_settings_and_an_nftables_slot():
     for f in figs:
         assert {"name", "value", "unit", "settings"} <= set(f)
         json.dumps(f)
-    assert by["close.requests_per_s.direct"]["value"] == 1150  # all six direct runs
+    assert by["close.requests_per_s.direct"]["value"] == 1200  # all nine direct runs
     assert by["close.requests_per_s.iptables"]["value"] == 1500
     assert by["close.requests_per_s.ratio.iptables"]["value"] == 0.95
     assert by["close.requests_per_s.ratio.iptables"]["unit"] == "x direct"
@@ -184,24 +188,31 @@ def test_figures_have_name_value_unit_settings_and_an_nftables_slot():
     assert by["close.requests_per_s.iptables"]["settings"]["tool"] == "wrk"
     assert by["close.requests_per_s.iptables"]["settings"]["reps"] == 3
     assert by["bulk.throughput.ratio.userspace"]["value"] == pytest.approx(0.2222, rel=1e-3)
-    for name in ("close.requests_per_s.nftables", "close.requests_per_s.ratio.nftables",
-                 "bulk.throughput.nftables"):
-        assert by[name]["value"] is None and "nftables" in by[name]["note"]
+    assert by["close.requests_per_s.ratio.nftables"]["value"] == 0.95
+    assert "nftables" in by["close.requests_per_s.nftables"]["settings"]["target"]
+    # a kind a mode did not run is null, not zero
+    assert by["bulk.throughput.nftables"]["value"] is None
+    assert not any("note" in f for f in figs)
     assert by["lab.up_article_s"]["value"] == 0.6 and by["lab.up_article_s"]["n"] == 3
 
 
 def test_summary_is_last_and_holds_the_headline_keys():
     runs = sample_runs()
-    summ = summary(runs, [0.5, 0.7, 0.6], quick=True)
-    assert summ["up_article_s"] == 0.6
+    points = [Point("iptables", n, sync, 0.1, connect={"last": {"median_us": us}})
+              for n, sync, us in ((100, 0.05, 100.0), (10000, 40.0, 400.0))]
+    points.append(Point("nftables", 100, 0.04, 0.1, connect={"last": {"median_us": 90.0}}))
+    summ = summary(runs, [0.5, 0.7, 0.6], [0.08, 0.06, 0.07], points, quick=True)
+    assert summ["up_article_s"] == 0.6 and summ["trace_s"] == 0.07
     assert summ["ratio_iptables_direct"] == 0.95
     assert summ["ratio_userspace_direct"] == 0.35
-    assert summ["ratio_nftables_direct"] is None
-    for key in ("trace_s", "growth_iptables_10k", "growth_nftables_10k", "sync_iptables_10k_s",
-                "sync_nftables_10k_s"):
+    assert summ["ratio_nftables_direct"] == 0.95
+    assert summ["growth_iptables_10k"] == 4.0 and summ["sync_iptables_10k_s"] == 40.0
+    for key in ("growth_nftables_10k", "sync_nftables_10k_s"):
         assert key in summ and summ[key] is None and key in summ["not_measured"]
+    assert "growth_iptables_10k" not in summ["not_measured"]
     assert summ["ratio_iptables_direct_bulk"] == 1.0
-    assert summ["syn_retrans_pct_max"] == {"direct": 1.0, "iptables": 0.0, "userspace": 1.0}
+    assert summ["syn_retrans_pct_max"] == {"direct": 1.0, "iptables": 0.0, "nftables": 0.0,
+                                           "userspace": 1.0}
     assert summ["quick"] is True
     json.dumps(summ)
 
@@ -228,14 +239,15 @@ def test_reuse_figures_keep_every_run_in_order():
     assert "reuse.same-path.requests_per_s.direct" not in by
 
 
-def test_table_shows_every_path_and_the_slot_for_nftables():
+def test_table_shows_every_path():
     runs = sample_runs()
     figs = figures(runs, {}, up_samples=[0.6]) + reuse_figures(reuse_runs(), {})
     table = format_table(figs, summary(runs, [0.6]))
     lines = table.splitlines()
     assert "direct (pod IP)" in lines[1] and "nftables" in lines[1] and "userspace" in lines[1]
     row = next(x for x in lines if x.startswith("new connection per request"))
-    assert "1,150 [1,000-2,000]" in row and "not measured" in row and "400 [330-420]" in row
+    assert "1,200 [1,000-2,000]" in row and "400 [330-420]" in row
+    assert "1,400 [1,000-1,900]" in row and "not measured" not in table
     assert any(x.strip().startswith("ratio to direct") and "0.95x" in x for x in lines)
     assert "kubenet up --scenario article: 0.600" in table
     assert "PR #16344" in table and "userspace 0.36x" in table
@@ -261,7 +273,9 @@ def test_tool_command_lines():
     assert "Connection" not in b.wrk_argv("keepalive", "http://x/", 3)
     assert b.iperf_argv("10.0.2.3") == ("iperf3 -c 10.0.2.3 -p 5201 -t 3 -J "
                                         "--connect-timeout 3000 -O 1")
-    assert b.steps() == 5 + 1 + 2 * 6 * 2 * 3 + 3 + 6 + 6 + 6
+    # up runs, the lab, 3 modes x 6 reps x 2 paths x 3 kinds, the reuse series, trace and
+    # diagram, 4 sizes x 2 modes of scale, 3 pod counts
+    assert b.steps() == 5 + 1 + 3 * 6 * 2 * 3 + 3 + 6 + 6 + 6 + 2 + 8 + 3
 
 
 def test_default_out_keeps_quick_runs_apart():
