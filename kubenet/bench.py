@@ -45,12 +45,16 @@ run after run. The *port reuse* experiment (``reuse.*`` figures, the ``port_reus
 plot) reproduces it and takes it apart, in iptables mode: one client pod per series, its
 port range narrowed to 1,024 ports so that every run wraps it several times (the default
 28,232 ports wrap the same way after ~14,000 connections: connect() takes every other
-port), and conntrack left alone between runs except in ``flushed``.
+port), and conntrack left alone between runs except in ``flushed``. The client keeps no
+TIME_WAIT of its own (``tcp_max_tw_buckets=0`` in its namespace): with its 1,024 ports
+they would run out within a run, which is a client's problem, not the path's.
 
-1. The server keeps the TIME_WAIT. With ``Connection: close`` nginx closes first, so
-   each connection stays 60 s in TIME_WAIT *on the server*, keyed by the tuple the
-   server sees (client IP:port, pod IP:8080). The client knows nothing of it and
-   reuses the port as soon as its own side is closed.
+1. The server keeps a TIME_WAIT. With ``Connection: close`` nginx closes right after
+   its response; whichever side closes first keeps the TIME_WAIT, the server whenever
+   its FIN reaches the client before wrk has read the response (how often depends on
+   the machine's timing: ``server_time_wait_before`` counts them before each run).
+   Each stays 60 s, keyed by the tuple the server sees (client IP:port, pod
+   IP:8080). The client knows nothing of it and reuses the port.
 2. A SYN may reopen a TIME_WAIT socket only if it is newer: its TCP timestamp must not
    be older than the last one the server saw on that tuple (PAWS). Else the server
    drops it (``TcpExt:PAWSTimewait``) and answers with an ACK of the old connection;
@@ -1105,7 +1109,8 @@ class Bench:
             client = self.new_client()
             try:
                 narrowed = self._sh(client, "sysctl -q -w 'net.ipv4.ip_local_port_range="
-                                    f"{low} {high}' && echo narrowed", 30)
+                                    f"{low} {high}' net.ipv4.tcp_max_tw_buckets=0 && "
+                                    "echo narrowed", 30)
                 if "narrowed" not in narrowed:
                     self.warn(f"could not narrow the client's port range: {narrowed.strip()}")
                 for i, path in enumerate(paths):

@@ -144,12 +144,17 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_render_iptables(args: argparse.Namespace) -> int:
-    from .kubeproxy import iptables
+    from .kubeproxy import iptables, nftables
 
     text, _ = _read_manifest(args.filename)
     try:
-        out = iptables.render_yaml(text, node_name=args.node_name, node_ips=[args.node_ip],
-                                   cluster_cidr=args.cluster_cidr)
+        if args.command == "render-nftables":
+            out = nftables.render_yaml(text, node_name=args.node_name, node_ips=[args.node_ip],
+                                       cluster_cidr=args.cluster_cidr,
+                                       service_cidrs=args.service_cidr or ())
+        else:
+            out = iptables.render_yaml(text, node_name=args.node_name, node_ips=[args.node_ip],
+                                       cluster_cidr=args.cluster_cidr)
     except (ValueError, KeyError, TypeError) as err:
         raise BadRequest(f"error: cannot render {args.filename}: {err}") from None
     sys.stdout.write(out)
@@ -319,13 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node")
     p.add_argument("-t", "--table", help="nat or filter (default: both)")
     p.add_argument("-c", "--counters", action="store_true", help="with packet counters")
-    p = add("render-iptables", cmd_render_iptables,
-            "print what kube-proxy (iptables mode) writes for Services and EndpointSlices")
-    p.add_argument("-f", "--filename", required=True, help="YAML of Services and "
-                   "EndpointSlices (for example kubectl get svc,endpointslices -A -o yaml)")
-    p.add_argument("--node-name", default="node1")
-    p.add_argument("--node-ip", default="10.100.0.2")
-    p.add_argument("--cluster-cidr", default=None)
+    for mode, writes in (("iptables", "iptables-restore input"), ("nftables", "nft -f input")):
+        p = add(f"render-{mode}", cmd_render_iptables,
+                f"print what kube-proxy ({mode} mode) writes for Services and EndpointSlices "
+                f"({writes})")
+        p.add_argument("-f", "--filename", required=True, help="YAML of Services and "
+                       "EndpointSlices (for example kubectl get svc,endpointslices -A -o yaml)")
+        p.add_argument("--node-name", default="node1")
+        p.add_argument("--node-ip", default="10.100.0.2")
+        p.add_argument("--cluster-cidr", default=None)
+        if mode == "nftables":
+            p.add_argument("--service-cidr", action="append", metavar="CIDR",
+                           help="a ServiceCIDR: unallocated cluster IPs in it are dropped "
+                                "(repeatable)")
     p = add("proxy-mode", cmd_proxy_mode, "switch kube-proxy's mode on every node")
     p.add_argument("mode", choices=["iptables", "userspace", "nftables"])
     p = add("drain", cmd_drain, "cordon a node and move its pods to other nodes")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["Check", "client_reached"]
+__all__ = ["Check", "client_reached", "rules_walked"]
 
 
 @dataclass
@@ -120,3 +120,22 @@ def default_gateway(lab: Lab, node: str, answer: str | None) -> Check:
         return Check(True, f"{node} sends everything it has no better route for to {truth}, "
                      "the gateway.")
     return Check(False, f"{answer} is not it: look for the line that starts with 'default'.")
+
+
+def rules_walked(lab: Lab, node: str, answer: int | None) -> Check:
+    """Is ``answer`` the number of rules a SYN to a pod IP is compared with in ``node``'s
+    KUBE-SERVICES chain (all of them: it matches none)?"""
+    rules = [line for line in str(lab.rules(node, table="nat")).splitlines()
+             if line.startswith("-A KUBE-SERVICES ")]
+    if not rules:
+        return Check(False, f"{node} has no KUBE-SERVICES chain: put the lab in iptables mode "
+                     "(lab.set_proxy_mode('iptables')) and give it the extra Services.")
+    if answer is None:
+        return Check(False, "set answer to the number of rules in KUBE-SERVICES on "
+                     f"{node}: count them in lab.rules('{node}', table='nat').")
+    if answer == len(rules):
+        return Check(True, f"a SYN to a pod IP is compared with all {len(rules)} rules of "
+                     "KUBE-SERVICES and matches none (the last one is for NodePorts, on the "
+                     "node's own addresses). In nftables mode it is one lookup in service-ips.")
+    return Check(False, f"{answer} is not what {node} holds now; count the lines that start "
+                 "with '-A KUBE-SERVICES'.")

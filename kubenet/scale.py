@@ -10,7 +10,7 @@ How it is measured, in a lab of its own or in the benchmark's:
 
 - Node1's kube-proxy is handed N extra Services, as if the API server held them
   (:meth:`kubenet.proxy.Proxy.resync`): ``scale/svc-00000`` ... each with a cluster IP
-  from :data:`SCALE_CIDR` (a /20 like the lab's service range holds only 4,094 of them),
+  from 10.4.0.0/16 (a /20 like the lab's service range holds only 4,094 of them),
   port 80, and an EndpointSlice of **two** endpoints, the two server pods on node2
   (nginx on 8080). kube-proxy renders and applies its full ruleset, as on any full sync.
 - **Sync time** is the wall time of the tool that hands the rules to the kernel on that
@@ -50,7 +50,7 @@ from typing import Any
 __all__ = ["SCALE_CIDR", "SIZES", "QUICK_SIZES", "SCALE_MODES", "NAMESPACE", "synthetic",
            "cluster_ip", "Point", "points_from", "scale_figures", "scale_summary",
            "format_scale_table", "write_scale_plots", "ScaleRun", "Scale", "measure",
-           "nginx_pod"]
+           "prepare", "nginx_pod"]
 
 SCALE_CIDR = "10.4.0.0/16"  # outside the pod range 10.0.0.0/14 and the lab's 10.3.240.0/20
 NAMESPACE = "scale"
@@ -378,13 +378,16 @@ def write_scale_plots(points: Sequence[Point], out: Path, title: str) -> list[Pa
         tool = "iptables-restore" if mode == "iptables" else "nft -f"
         ax.plot([p.services for p in chosen], [p.sync_s for p in chosen], "o-",
                 color=MODE_COLORS[mode], label=f"{mode} ({tool})")
+        above = mode == "iptables"  # one mode's labels above its points, the other's below
         for p in chosen:
-            ax.annotate(_s(p.sync_s) + " s", (p.services, p.sync_s), xytext=(4, -10),
-                        textcoords="offset points", fontsize=7)
+            ax.annotate(_s(p.sync_s) + " s", (p.services, p.sync_s),
+                        xytext=(-6, 6) if above else (6, -12), ha="right" if above else "left",
+                        textcoords="offset points", fontsize=7, color=MODE_COLORS[mode])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("services (2 endpoints each)")
     ax.set_ylabel("full sync, seconds")
+    ax.margins(x=0.15, y=0.15)
     ax.set_title(f"{title}: time to write the whole ruleset", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
@@ -513,9 +516,21 @@ class Scale:
         return format_scale_table(self.points)
 
 
+def prepare(lab: Any) -> None:
+    """Start the scale pods (two nginx servers on node2, a client on node1) in ``lab``
+    unless they already run there."""
+    names = {p["metadata"]["name"] for p in lab.pods()}
+    if not {*SCALE_PODS, SCALE_CLIENT} <= names:
+        lab.apply(scale_manifest())
+    lab.wait()
+
+
 def measure(sizes: Sequence[int] = (100, 500), rounds: int = 500,
-            modes: Sequence[str] = SCALE_MODES, progress: bool = True) -> Scale:
-    """The small live run for notebook 08: its own lab, both modes, closed at the end."""
+            modes: Sequence[str] = SCALE_MODES, progress: bool = True,
+            lab: Any = None) -> Scale:
+    """The small live run for notebook 08, in ``lab`` (given the scale pods with
+    :func:`prepare`), or in a lab of its own that is closed at the end. The lab's
+    kube-proxy ends in the last of ``modes``."""
     from .lab import Lab
 
     started = time.monotonic()
@@ -527,13 +542,17 @@ def measure(sizes: Sequence[int] = (100, 500), rounds: int = 500,
             bar = tqdm(total=len(sizes) * len(modes), desc="scale", unit="size")
         except ImportError:
             bar = None
-    with Lab("empty") as lab:
-        lab.apply(scale_manifest())
-        lab.wait()
-        run = ScaleRun(lab, rounds=rounds,
-                       step=(lambda text: bar.update(1)) if bar else None)
+    own = lab is None
+    if own:
+        lab = Lab("empty")
+    try:
+        prepare(lab)
+        run = ScaleRun(lab, rounds=rounds, step=(lambda text: bar.update(1)) if bar else None)
         for mode in modes:
             run.measure(mode, sizes)
-    if bar is not None:
-        bar.close()
+    finally:
+        if own:
+            lab.close()
+        if bar is not None:
+            bar.close()
     return Scale(run.points, round(time.monotonic() - started, 1))

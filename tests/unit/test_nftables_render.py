@@ -251,3 +251,17 @@ def test_nft_accepts_output(tmp_path: Path) -> None:
         done = subprocess.run([NFT, "-c", "-f", str(path)], capture_output=True, text=True,
                               check=False)
         assert done.returncode == 0, done.stderr
+
+
+def test_cli_render_nftables_prints_the_transaction(capsys: pytest.CaptureFixture[str]) -> None:
+    from kubenet import cli
+
+    code = cli.main(["render-nftables", "-f", str(DATA / "overall.yaml"), "--node-name",
+                     TEST_NODE_NAME, "--node-ip", TEST_NODE_IPS[0], "--cluster-cidr",
+                     "10.0.0.0/8", "--service-cidr", "172.30.0.0/16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out == render_yaml((DATA / "overall.yaml").read_text(), node_name=TEST_NODE_NAME,
+                              node_ips=TEST_NODE_IPS[:1], cluster_cidr="10.0.0.0/8",
+                              service_cidrs=["172.30.0.0/16"])
+    assert "add map ip kube-proxy service-ips" in out
