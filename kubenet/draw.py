@@ -149,6 +149,14 @@ def _ip_key(text: str) -> tuple[int, Any, str]:
         return (2, 0, text)
 
 
+def same_rank(graph: Any, node_ids: list[str]) -> None:
+    """Put these nodes on one row of the layout (graphviz ``rank=same``)."""
+    with graph.subgraph() as row:
+        row.attr(rank="same")
+        for node_id in node_ids:
+            row.node(node_id)
+
+
 def _digraph(name: str, **attrs: str) -> graphviz.Digraph:
     graph = graphviz.Digraph(name=name, strict=False)
     graph.attr(fontname=FONT, fontsize="11", **attrs)
@@ -464,10 +472,7 @@ def _graph_from_model(model: _Model, name: str) -> graphviz.Digraph:
     _notes(graph, model, "")
 
     for note_id, iface_id in model.beside:
-        with graph.subgraph() as row:
-            row.attr(rank="same")
-            row.node(note_id)
-            row.node(iface_id)
+        same_rank(graph, [note_id, iface_id])
     if model.services or model.service_cidr:
         _service_network(graph, model)
         # Beside the gateway, below the nodes; tied by nothing but an invisible line.
@@ -951,10 +956,7 @@ def draw_rules(iptables_save_text: str, node: str | None = None, *, table: str =
             attrs.update(shape="cds", style="filled", fillcolor="#eeeeee")
         graph.node(f"chain/{c.name}", _html_label(*lines), **attrs)
     if len(builtins) > 1:
-        with graph.subgraph() as same:
-            same.attr(rank="same")
-            for name in builtins:
-                same.node(f"chain/{name}")
+        same_rank(graph, [f"chain/{name}" for name in builtins])
 
     for c in shown:
         remaining = 1.0

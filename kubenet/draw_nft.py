@@ -24,7 +24,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .draw import Diagram, _clip, _count, _digraph, _h, _html_label, _q, _share, _small
+from .draw import (
+    Diagram,
+    _clip,
+    _count,
+    _digraph,
+    _h,
+    _html_label,
+    _q,
+    _share,
+    _small,
+    same_rank,
+)
 from .errors import BadRequest
 
 __all__ = ["NftBranch", "NftRule", "NftChain", "NftMap", "NftTable", "looks_like_json",
@@ -524,10 +535,7 @@ def draw_nft_rules(text: str, node: str | None = None, *, table: str = "nat",
         graph.node(f"chain/{c.name}", _html_label(*lines), **attrs)
     based = [c.name for c in chains if c.base]
     if len(based) > 1:
-        with graph.subgraph() as same:
-            same.attr(rank="same")
-            for base in based:
-                same.node(f"chain/{base}")
+        same_rank(graph, [f"chain/{base}" for base in based])
 
     for m in map_names:
         elements = _map_node(graph, t, t.maps[m])

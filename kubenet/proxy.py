@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import batches
 from .kubeproxy import iptables as renderer
 from .kubeproxy import nftables as nft_renderer
 from .kubeproxy import userspace as portals
@@ -61,6 +62,8 @@ class Proxy:
         # tool that hands the rules to the kernel: iptables-restore or nft -f).
         self.timings: dict[str, float] = {}
         self._sync_lock = threading.Lock()
+        self._split = False  # this tier cannot send a whole ruleset in one netlink message
+        self._batch = batches.BATCH_LINES  # lines per transaction once it is split
 
     def state(self) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
         """The lab's Services and EndpointSlices at a version, plus :attr:`extra`."""
@@ -94,9 +97,38 @@ class Proxy:
                 raise RuntimeError(f"{self.node.name}: {done.stderr.strip()}")
 
     def _restore(self, text: str) -> None:
-        done = self._run(["iptables-restore", "-w", "--noflush", "--counters"], text)
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.node.name}: iptables-restore: {done.stderr.strip()}")
+        self._transact(["iptables-restore", "-w", "--noflush", "--counters"], text,
+                       batches.split_restore, "iptables-restore")
+
+    def _transact(self, argv: list[str], text: str, split: Any, tool: str) -> None:
+        """Hand ``text`` to ``argv`` in one transaction, as kube-proxy does; if this tier's
+        netlink buffer cannot carry it (see :mod:`kubenet.batches`), in several."""
+        if not self._split:
+            done = self._run(argv, text)
+            if done.returncode == 0:
+                return
+            if batches.MESSAGE_TOO_LONG not in done.stderr:
+                raise RuntimeError(f"{self.node.name}: {tool}: {done.stderr.strip()}")
+            self._split = True
+        while True:
+            parts = split(text, self._batch)
+            for part in parts:
+                done = self._run(argv, part)
+                if done.returncode != 0:
+                    break
+            else:
+                break
+            if batches.MESSAGE_TOO_LONG not in done.stderr or self._batch <= 8:
+                raise RuntimeError(f"{self.node.name}: {tool}: {done.stderr.strip()}")
+            # Smaller parts, from the start again: the first part flushes what the earlier
+            # ones wrote (chain declarations; nft's delete table), so nothing is doubled.
+            self._batch //= 2
+        self.timings["transactions"] = self.timings.get("transactions", 0) + len(parts)
+        note = (f"{tool} could not take the whole ruleset in one transaction here (the "
+                "netlink buffer only grows with CAP_NET_ADMIN on the host), so the rules "
+                "were written in parts, in order, not atomically")
+        if note not in self.notes:
+            self.notes.append(note)
 
     def sync(self) -> None:
         raise NotImplementedError
@@ -241,10 +273,8 @@ class NftablesProxy(Proxy):
         if text != self.rules:
             batch = "add table ip kube-proxy\ndelete table ip kube-proxy\n" + text
             start = time.perf_counter()
-            done = self._run(["nft", "-f", "-"], batch)
+            self._transact(["nft", "-f", "-"], batch, batches.split_nft, "nft")
             self._timed("apply", start)
-            if done.returncode != 0:
-                raise RuntimeError(f"{self.node.name}: nft: {done.stderr.strip()}")
             self.rules = text
             self.syncs += 1
         self._mark_synced(version)

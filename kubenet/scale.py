@@ -235,6 +235,7 @@ class Point:
     save_s: float | None = None
     connect: dict[str, dict[str, float]] = field(default_factory=dict)
     rounds: int = 0
+    transactions: int = 1  # more when this tier could not send the ruleset in one batch
 
 
 def connect_stats(probe: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -258,7 +259,7 @@ def points_from(records: Sequence[dict[str, Any]]) -> list[Point]:
 def _settings(p: Point) -> dict[str, Any]:
     return {"mode": p.mode, "services": p.services, "endpoints_per_service": 2,
             "client": "pod on node1", "servers": "2 nginx pods on node2",
-            "rounds": p.rounds}
+            "rounds": p.rounds, "transactions": p.transactions}
 
 
 def growth(points: Sequence[Point], mode: str, target: str = "last") -> float | None:
@@ -341,6 +342,12 @@ def format_scale_table(points: Sequence[Point]) -> str:
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
                        for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
+    split = [p for p in points if p.transactions > 1]
+    if split:
+        most = max(split, key=lambda p: p.transactions)
+        lines.append(f"not atomic here: from {min(p.services for p in split):,} services the "
+                     f"rules went to the kernel in parts (up to {most.transactions} "
+                     "transactions), as this tier cannot send them in one netlink message")
     for mode in SCALE_MODES:
         g = growth(points, mode)
         if g is not None:
@@ -464,7 +471,8 @@ class ScaleRun:
                 self.note(f"{mode}: {n:,} services, connecting")
                 point = Point(mode=mode, services=n, sync_s=_r(timings.get("apply")),
                               render_s=_r(timings.get("render")), save_s=_r(timings.get("save")),
-                              connect=self.probe(n), rounds=self.rounds)
+                              connect=self.probe(n), rounds=self.rounds,
+                              transactions=int(timings.get("transactions", 1)))
                 out.append(point)
                 last = point.connect["last"]["median_us"]
                 self.step(f"{mode} {n:,} services: sync {_s(point.sync_s)} s, connect to the "
