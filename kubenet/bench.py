@@ -144,15 +144,13 @@ from .scale import (
 )
 
 __all__ = [
-    "MODES", "MEASURED_MODES", "KINDS", "Settings", "WrkResult", "IperfResult", "Run", "Stat",
+    "MODES", "KINDS", "Settings", "WrkResult", "IperfResult", "Run", "Stat",
     "parse_wrk", "parse_duration_ms", "parse_iperf3", "parse_proc_net", "split_sections",
     "syn_retrans_pct", "figures", "summary", "format_table", "machine", "Bench", "main",
     "add_arguments", "run_cli", "default_out",
 ]
 
 MODES = ("iptables", "nftables", "userspace")  # kube-proxy modes, in the order shown
-MEASURED_MODES = MODES
-NOT_MEASURED: dict[str, str] = {}  # a mode with a slot in the tables that a run skipped
 KINDS = ("close", "keepalive", "bulk")
 KIND_TITLES = {"close": "new connection per request", "keepalive": "keep-alive",
                "bulk": "bulk (iperf3)"}
@@ -364,7 +362,7 @@ def _figure(name: str, stat: Stat | None, unit: str, settings: dict[str, Any],
                            "unit": unit, "settings": settings}
     if stat is not None:
         fig.update(min=_round(stat.low), max=_round(stat.high), n=stat.n)
-    fig.update({k: v for k, v in extra.items() if v is not None or k == "note"})
+    fig.update({k: v for k, v in extra.items() if v is not None})
     return fig
 
 
@@ -396,7 +394,6 @@ def figures(runs: Sequence[Run], settings: dict[str, Any],
                 chosen = [r for r in runs if r.kind == kind and r.path == "service"
                           and r.mode == path]
                 target = f"Service cluster IP, kube-proxy in {path} mode"
-            note = NOT_MEASURED.get(path)
             syn = Stat.of(r.syn_pct for r in chosen)
             for metric, attr, unit in metrics[kind]:
                 stat = Stat.of(getattr(r, attr) for r in chosen)
@@ -409,8 +406,6 @@ def figures(runs: Sequence[Run], settings: dict[str, Any],
                 else:
                     extra["tcp_retransmits"] = sum(r.retransmits for r in chosen) \
                         if chosen else None
-                if note:
-                    extra["note"] = note
                 out.append(_figure(f"{kind}.{metric}.{path}", stat, unit,
                                    {**tool, **method, "path": _path_label(path),
                                     "target": target}, **extra))
@@ -418,11 +413,10 @@ def figures(runs: Sequence[Run], settings: dict[str, Any],
             ratios = paired_ratios(runs, mode, kind)
             stat = Stat.of(ratios)
             metric = "throughput" if kind == "bulk" else "requests_per_s"
-            extra = {"note": NOT_MEASURED[mode]} if mode in NOT_MEASURED else {}
             out.append(_figure(f"{kind}.{metric}.ratio.{mode}", stat, "x direct",
                                {**tool, **method, "path": _path_label(mode),
                                 "ratio": "median over repetitions of service/direct, "
-                                         "each pair measured back to back"}, **extra))
+                                         "each pair measured back to back"}))
     if up_samples:
         out.append(_figure("lab.up_article_s", Stat.of(up_samples), "s",
                            {"command": "kubenet up --scenario article", "runs": len(up_samples),
@@ -483,7 +477,7 @@ def summary(runs: Sequence[Run], up_samples: Sequence[float] = (),
         out[f"ratio_{mode}_direct_keepalive"] = ratio(mode, "keepalive")
         out[f"ratio_{mode}_direct_bulk"] = ratio(mode, "bulk")
     syn = {}
-    for path in ("direct", *MEASURED_MODES):
+    for path in ("direct", *MODES):
         chosen = [r for r in runs if r.kind == "close" and
                   (r.path == "direct" if path == "direct" else
                    (r.path == "service" and r.mode == path))]
@@ -493,7 +487,6 @@ def summary(runs: Sequence[Run], up_samples: Sequence[float] = (),
     out["reference"] = REFERENCE
     missing = {k: "not measured in this run (--quick measures 100 and 1,000 services)"
                for k in SCALE_KEYS if out[k] is None}
-    missing.update(NOT_MEASURED)
     if missing:
         out["not_measured"] = missing
     out.update(extra)
@@ -526,7 +519,7 @@ def format_table(figs: Sequence[dict[str, Any]], summ: dict[str, Any] | None = N
     def cell(name: str, spread: bool = True) -> str:
         f = by.get(name)
         if f is None or f["value"] is None:
-            return "not measured" if f is not None and f.get("note") else "-"
+            return "-"
         text = _fmt(f["value"], f["unit"])
         if spread and f.get("n", 0) > 1:
             text += f" [{_fmt(f['min'], f['unit'])}-{_fmt(f['max'], f['unit'])}]"
@@ -560,8 +553,6 @@ def format_table(figs: Sequence[dict[str, Any]], summ: dict[str, Any] | None = N
     lines.append("  ".join(h.ljust(w) for h, w in zip(["", *heads], widths, strict=True)))
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    for mode, note in NOT_MEASURED.items():
-        lines.append(f"{mode}: {note}")
     lines.append(f"reference, {REFERENCE['source']}: iptables "
                  f"{REFERENCE['ratio_iptables_direct']:.2f}x, userspace "
                  f"{REFERENCE['ratio_userspace_direct']:.2f}x")
@@ -824,7 +815,7 @@ class Bench:
     # -- plan ---------------------------------------------------------------------
     def steps(self) -> int:
         s = self.s
-        return (s.up_runs + 1 + len(MEASURED_MODES) * s.reps * 2 * len(KINDS)
+        return (s.up_runs + 1 + len(MODES) * s.reps * 2 * len(KINDS)
                 + sum(len(paths) for _, paths, _ in self.reuse_series())
                 + 2 + 2 * len(s.scale_sizes) + len(s.pods_per_node))
 
@@ -998,7 +989,7 @@ class Bench:
                    argv=command)
 
     def measure_modes(self) -> None:
-        for mode in MEASURED_MODES:
+        for mode in MODES:
             self.set_mode(mode)
             for rep in range(self.s.reps):
                 order = ("direct", "service") if rep % 2 == 0 else ("service", "direct")
