@@ -140,6 +140,7 @@ from .scale import (
     nginx_pod,
     scale_figures,
     scale_manifest,
+    simple_pod,
     write_scale_plots,
 )
 
@@ -674,34 +675,6 @@ spec:
   ports: [{port: 5201, targetPort: iperf}]
 """ + "---\n" + scale_manifest())
 
-LIGHT_POD = """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: light}}
-spec:
-  nodeName: {node}
-  containers:
-  - name: server
-    image: netcat
-    command: ["nc", "-lk", "8080"]
-"""
-
-CLIENT_MANIFEST = """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: bench-client}}
-spec:
-  nodeName: node1
-  containers:
-  - name: client
-    image: wrk
-    command: ["sleep", "infinity"]
-"""
-
 FRESH_SYSCTLS = ("net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
 REUSE_PORT_RANGE = (40000, 41023)
 
@@ -879,7 +852,7 @@ class Bench:
     def new_client(self) -> str:
         self._clients += 1
         name = f"bench-client-{self._clients}"
-        self.lab.apply(CLIENT_MANIFEST.format(name=name))
+        self.lab.apply(simple_pod(name, "bench-client", "node1", "wrk", ["sleep", "infinity"]))
         return name
 
     def delete_client(self, name: str) -> None:
@@ -1028,7 +1001,8 @@ class Bench:
         for per_node in self.s.pods_per_node:
             self.progress.note(f"{per_node} pods per node")
             with Lab("empty", name=f"{self.name}-pods") as lab:
-                docs = [LIGHT_POD.format(name=f"light-{node}-{i}", node=node)
+                docs = [simple_pod(f"light-{node}-{i}", "light", node, "netcat",
+                                   ["nc", "-lk", "8080"])
                         for node in ("node1", "node2") for i in range(per_node)]
                 start = time.perf_counter()
                 lab.apply("---\n".join(docs))

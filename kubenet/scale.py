@@ -50,7 +50,7 @@ from typing import Any
 __all__ = ["SCALE_CIDR", "SIZES", "QUICK_SIZES", "SCALE_MODES", "NAMESPACE", "synthetic",
            "cluster_ip", "Point", "points_from", "scale_figures", "scale_summary",
            "format_scale_table", "write_scale_plots", "ScaleRun", "Scale", "measure",
-           "prepare", "nginx_pod"]
+           "prepare", "nginx_pod", "simple_pod"]
 
 SCALE_CIDR = "10.4.0.0/16"  # outside the pod range 10.0.0.0/14 and the lab's 10.3.240.0/20
 NAMESPACE = "scale"
@@ -106,19 +106,17 @@ spec:
 
 SCALE_PODS = ("scale-server-1", "scale-server-2")
 SCALE_CLIENT = "scale-client"
-CLIENT_POD = """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {app}}}
-spec:
-  nodeName: node1
-  containers:
-  - name: client
-    image: python
-    command: ["sleep", "infinity"]
-"""
+def simple_pod(name: str, app: str, node: str, image: str, command: list[str]) -> str:
+    """A Pod manifest with one container running ``command`` on ``node``. ``image`` is
+    only recorded: the lab runs the host's own programs."""
+    import yaml
+
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": app, "image": image,
+                                                     "command": list(command)}]},
+    }, sort_keys=False)
 
 
 def nginx_pod(name: str, app: str, node: str = "node2", port: int = SERVER_PORT) -> str:
@@ -129,7 +127,8 @@ def nginx_pod(name: str, app: str, node: str = "node2", port: int = SERVER_PORT)
 def scale_manifest() -> str:
     """The two servers on node2 (no Service selects them) and the client on node1."""
     docs = [nginx_pod(name, "scale-server") for name in SCALE_PODS]
-    docs.append(CLIENT_POD.format(name=SCALE_CLIENT, app="scale-client"))
+    docs.append(simple_pod(SCALE_CLIENT, "scale-client", "node1", "python",
+                           ["sleep", "infinity"]))
     return "---\n".join(docs)
 
 

@@ -21,20 +21,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[3]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+
+from article_facts import CLIENT, CLIENT_NS, NODEPORT  # noqa: E402
 
 import kubenet  # noqa: E402
 from kubenet.runtime import resolv_conf  # noqa: E402
-
-NODEPORT = """\
-kind: Service
-apiVersion: v1
-metadata: {name: service-test-np}
-spec:
-  type: NodePort
-  selector: {app: service_test_pod}
-  ports: [{port: 80, targetPort: http, nodePort: 30080}]
-"""
-CLIENT = "service-test-6ffd9ddbbf-kf4j2"
 
 
 def request(source: str, source_ns: str, dest: str, monitor: str = "xtables") -> dict:
@@ -72,61 +64,44 @@ def capture(lab: kubenet.Lab, cases: dict[str, dict], tries: int = 8) -> None:
 
 
 def main(which: list[str]) -> None:
-    if "nftables" in which:
-        nftables()
-    if "iptables" in which:
-        iptables()
+    for mode in ("nftables", "iptables"):
+        if mode in which:
+            rules_mode(mode)
     if "userspace" in which:
         userspace()
 
 
-def nftables() -> None:
-    with kubenet.Lab("article", proxy_mode="nftables") as lab:
+def rules_mode(mode: str) -> None:
+    """The iptables or nftables fixtures (``nft_`` names, ``nft monitor trace`` texts)."""
+    prefix, monitor = ("nft_", "nft") if mode == "nftables" else ("", "xtables")
+    with kubenet.Lab("article", proxy_mode=mode) as lab:
         lab.apply(NODEPORT)
-        pod = f"default.{CLIENT}"
         far, near = "10.0.2.2", "10.0.1.2"
 
-        def nft(source: str, ns: str, dest: str) -> dict:
-            return request(source, ns, dest, monitor="nft")
+        def req(source: str, ns: str, dest: str) -> dict:
+            return request(source, ns, dest, monitor=monitor)
 
-        capture(lab, {
-            "nft_clusterip": {"request": nft(CLIENT, pod, "10.3.241.152:80"),
-                              "want": lambda raw: reached(raw, far)},
-            "nft_name": {"request": nft(CLIENT, pod, "service-test:80"),
-                         "want": lambda raw: reached(raw, near)},
-            "nft_podip": {"request": nft(CLIENT, pod, "10.0.2.2:8080")},
-            "nft_nodeport": {"request": nft("external", "external", "10.100.0.2:30080"),
-                             "want": lambda raw: reached(raw, far)},
-            "nft_fromnode": {"request": nft("node1", "node1", "10.3.241.152:80"),
-                             "want": lambda raw: reached(raw, near)},
-        })
-
-
-def iptables() -> None:
-    with kubenet.Lab("article") as lab:
-        lab.apply(NODEPORT)
-        pod = f"default.{CLIENT}"
-        far, near = "10.0.2.2", "10.0.1.2"
-        capture(lab, {
+        cases = {
             # The article's picture: the other node's pod answers.
-            "clusterip": {"request": request(CLIENT, pod, "10.3.241.152:80"),
+            "clusterip": {"request": req(CLIENT, CLIENT_NS, "10.3.241.152:80"),
                           "want": lambda raw: reached(raw, far)},
             # The client's own pod answers (hairpin: kube-proxy masquerades it).
-            "name": {"request": request(CLIENT, pod, "service-test:80"),
+            "name": {"request": req(CLIENT, CLIENT_NS, "service-test:80"),
                      "want": lambda raw: reached(raw, near)},
-            "podip": {"request": request(CLIENT, pod, "10.0.2.2:8080")},
-            "nodeport": {"request": request("external", "external", "10.100.0.2:30080"),
+            "podip": {"request": req(CLIENT, CLIENT_NS, "10.0.2.2:8080")},
+            "nodeport": {"request": req("external", "external", "10.100.0.2:30080"),
                          "want": lambda raw: reached(raw, far)},
-            "fromnode": {"request": request("node1", "node1", "10.3.241.152:80"),
+            "fromnode": {"request": req("node1", "node1", "10.3.241.152:80"),
                          "want": lambda raw: reached(raw, near)},
-            "closed": {"request": request(CLIENT, pod, "10.0.2.2:81")},
-        })
+        }
+        if mode == "iptables":
+            cases["closed"] = {"request": req(CLIENT, CLIENT_NS, "10.0.2.2:81")}
+        capture(lab, {prefix + name: case for name, case in cases.items()})
 
 
 def userspace() -> None:
     with kubenet.Lab("article", proxy_mode="userspace") as lab:
-        capture(lab, {"userspace": {"request": request(CLIENT, f"default.{CLIENT}",
-                                                       "10.3.241.152:80"),
+        capture(lab, {"userspace": {"request": request(CLIENT, CLIENT_NS, "10.3.241.152:80"),
                                     # the proxy's second connection goes to node2
                                     "want": lambda raw: any(p["dst"] == "10.0.2.2"
                                                             for p in raw["packets"])}})
